@@ -1,0 +1,285 @@
+"""Mask schedules, condition-token derivation and the training-time masking of MAGVIT.
+
+* Schedules gamma(r) (MaskGIT Sec. 3.3; reference 3): ``cosine`` (default) ``cos(pi/2 r)``, ``linear``
+  ``1 - r``, ``square`` ``1 - r^2``, ``exp`` ``1 - 2^(-log2(N)(1 - r))`` (the BAIR eval option).
+* :func:`condition_token_mask`: a token is a condition token iff its supervoxel holds at least one
+  interior-condition pixel (paper Sec. 3.2, "not ispad").
+* COMMIT masking (paper Eq. 2, reference 2): masked & condition -> condition token z~, masked & not
+  condition -> [MASK], unmasked -> ground truth z; targets z everywhere; loss weights per part.
+* The two baselines of paper Table 5: MaskGIT latent masking (condition tokens always given, masking
+  only over the rest) and prefix condition (condition tokens prepended, plain masking of the clip).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from magvit.errors import InputError
+from magvit.hookspecs import hookimpl
+
+# Reference 2.1 and 3: gamma is clipped to [1e-6, 1] before counting masked tokens.
+MIN_RATIO = 1e-6
+
+
+def _as_tensor(progress: Tensor | float) -> Tensor:
+    return torch.as_tensor(progress, dtype=torch.float64)
+
+
+@attrs.frozen
+class CosineSchedule:
+    """gamma(r) = cos(pi/2 r): MAGVIT's and MaskGIT's default (reference 2.1, 3)."""
+
+    name = "cosine"
+
+    def ratio(self, progress: Tensor | float) -> Tensor:
+        return torch.cos(math.pi / 2 * _as_tensor(progress))
+
+
+@attrs.frozen
+class LinearSchedule:
+    """gamma(r) = 1 - r (MaskGIT Sec. 3.3)."""
+
+    name = "linear"
+
+    def ratio(self, progress: Tensor | float) -> Tensor:
+        return 1 - _as_tensor(progress)
+
+
+@attrs.frozen
+class SquareSchedule:
+    """gamma(r) = 1 - r^2 (MaskGIT Sec. 3.3)."""
+
+    name = "square"
+
+    def ratio(self, progress: Tensor | float) -> Tensor:
+        return 1 - _as_tensor(progress) ** 2
+
+
+@attrs.frozen
+class ExpSchedule:
+    """gamma(r) = 1 - 2^(-log2(N) (1 - r)) over N tokens (reference 3, BAIR 'eval-single')."""
+
+    num_tokens: int = 1024
+    name = "exp"
+
+    def ratio(self, progress: Tensor | float) -> Tensor:
+        return 1 - torch.exp2(-math.log2(self.num_tokens) * (1 - _as_tensor(progress)))
+
+
+MASK_SCHEDULERS: dict[str, Callable[..., Any]] = {
+    "cosine": CosineSchedule,
+    "linear": LinearSchedule,
+    "square": SquareSchedule,
+    "exp": ExpSchedule,
+}
+
+
+@hookimpl
+def magvit_add_mask_schedulers() -> Mapping[str, Callable[..., Any]]:
+    return MASK_SCHEDULERS
+
+
+# -- condition tokens -------------------------------------------------------------------------------
+
+
+def condition_token_mask(pixel_mask: Tensor, downsample: tuple[int, int, int]) -> Tensor:
+    """Bool ``[B, t, h, w]``: True where the supervoxel holds at least one condition pixel.
+
+    Args:
+        pixel_mask: bool ``[B, 1, T, H, W]`` (a :class:`~magvit.protocols.Condition` mask).
+        downsample: supervoxel size ``(ft, fh, fw)`` of the tokenizer.
+    """
+    if pixel_mask.dim() != 5 or pixel_mask.shape[1] != 1:
+        raise InputError(f"pixel_mask must be bool [B, 1, T, H, W], got shape {tuple(pixel_mask.shape)}")
+    b, _, t, h, w = pixel_mask.shape
+    ft, fh, fw = downsample
+    if t % ft or h % fh or w % fw:
+        raise InputError(
+            f"pixel mask {t}x{h}x{w} (T x H x W) is not divisible by the supervoxel size {ft}x{fh}x{fw}"
+        )
+    grid = pixel_mask.reshape(b, t // ft, ft, h // fh, fh, w // fw, fw)
+    return grid.any(dim=6).any(dim=4).any(dim=2)
+
+
+TOKEN_RULES = ("supervoxel", "analytic")
+
+
+def task_token_mask(
+    task: Any, pixel_mask: Tensor, downsample: tuple[int, int, int], rule: str = "supervoxel"
+) -> Tensor:
+    """Condition-token mask ``[B, t, h, w]`` of a task's condition.
+
+    ``rule="supervoxel"`` (default) is the paper's rule (:func:`condition_token_mask`). ``rule="analytic"``
+    reproduces the authors' code, which evaluates each region formula on the latent grid instead
+    (reference 1.4); it differs for opd/ipd and for hand-set ``cond_latent_frames``. Tasks provide it via
+    ``analytic_token_mask(frames, token_shape)``.
+    """
+    if rule == "supervoxel":
+        return condition_token_mask(pixel_mask, downsample)
+    if rule != "analytic":
+        raise ValueError(f"token rule must be one of {TOKEN_RULES}, got {rule!r}")
+    analytic = getattr(task, "analytic_token_mask", None)
+    if analytic is None:
+        raise ValueError(f"task {task.name!r} has no analytic_token_mask; use rule='supervoxel'")
+    b, _, t, h, w = pixel_mask.shape
+    ft, fh, fw = downsample
+    region = analytic(t, (t // ft, h // fh, w // fw)).to(pixel_mask.device)
+    return region[None].expand(b, *region.shape).clone()
+
+
+# -- training-time masking --------------------------------------------------------------------------
+
+
+@attrs.frozen
+class LossWeights:
+    """Weights of the three parts of the MAGVIT loss (paper Eq. 3; reference 2.6: all 1 in the code).
+
+    ``refine``: masked condition positions (input z~); ``mask``: [MASK] positions; ``recons``: unmasked
+    positions (input z). Setting them reproduces paper Table 5's loss ablation.
+    """
+
+    refine: float = 1.0
+    mask: float = 1.0
+    recons: float = 1.0
+
+
+@attrs.frozen
+class MaskedTokens:
+    """One masked training example batch (flat sequences).
+
+    Attributes:
+        inputs: long ``[B, N]`` transformer inputs (codes, condition codes or ``mask_id``).
+        targets: long ``[B, N]`` ground-truth codes.
+        weights: float ``[B, N]`` per-token loss weights.
+        masked: bool ``[B, N]`` positions selected by the mask.
+        prefix: long ``[B, P]`` condition tokens to prepend (prefix-condition baseline only), else None.
+        prefix_index: long ``[B, P]`` visual position of each prefix token, else None.
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    weights: Tensor
+    masked: Tensor
+    prefix: Tensor | None = None
+    prefix_index: Tensor | None = None
+
+
+def num_masked(num_tokens: int, ratio: Tensor | float) -> int:
+    """``max(1, floor(N * clip(gamma, 1e-6, 1)))`` (reference 2.3)."""
+    gamma = float(_as_tensor(ratio).clamp(MIN_RATIO, 1.0))
+    return max(1, math.floor(num_tokens * gamma))
+
+
+def sample_ratio(scheduler: Any, generator: torch.Generator | None = None) -> float:
+    """One mask ratio for the whole batch: gamma(u), u ~ U[0, 1) (reference 2.1)."""
+    u = torch.rand((), generator=generator, dtype=torch.float64)
+    return float(scheduler.ratio(u).clamp(MIN_RATIO, 1.0))
+
+
+def random_mask(
+    shape: tuple[int, int], ratio: float, generator: torch.Generator | None = None, device: Any = None
+) -> Tensor:
+    """Bool ``[B, N]`` with exactly ``num_masked(N, ratio)`` True per row at uniformly random positions.
+
+    Scores ``s ~ U(0, 1)`` per token; a token is masked when ``s <= s*``, the n-th smallest score (ref. 2.2-3).
+    """
+    b, n = shape
+    k = num_masked(n, ratio)
+    scores = torch.rand(shape, generator=generator, device=device)
+    threshold = scores.kthvalue(k, dim=1, keepdim=True).values
+    return scores <= threshold
+
+
+def _check_tokens(tokens: Tensor, cond_tokens: Tensor, cond_mask: Tensor, masked: Tensor) -> None:
+    shape = tuple(tokens.shape)
+    for name, value in (("cond_tokens", cond_tokens), ("cond_mask", cond_mask), ("masked", masked)):
+        if tuple(value.shape) != shape:
+            raise InputError(f"{name} must have the token shape {shape}, got {tuple(value.shape)}")
+
+
+def _part_weights(refine: Tensor, masked_plain: Tensor, recons: Tensor, weights: LossWeights) -> Tensor:
+    return refine * weights.refine + masked_plain * weights.mask + recons * weights.recons
+
+
+def commit_masking(
+    tokens: Tensor,
+    cond_tokens: Tensor,
+    cond_mask: Tensor,
+    masked: Tensor,
+    mask_id: int,
+    weights: LossWeights = LossWeights(),
+) -> MaskedTokens:
+    """COMMIT inputs (paper Eq. 2; reference 2.4-2.6). All tensors flat ``[B, N]``.
+
+    masked & condition -> ``cond_tokens``; masked & not condition -> ``mask_id``; unmasked -> ``tokens``.
+    """
+    _check_tokens(tokens, cond_tokens, cond_mask, masked)
+    refine = masked & cond_mask
+    plain = masked & ~cond_mask
+    inputs = torch.where(refine, cond_tokens, torch.where(plain, torch.full_like(tokens, mask_id), tokens))
+    w = _part_weights(refine.float(), plain.float(), (~masked).float(), weights)
+    return MaskedTokens(inputs, tokens, w, masked)
+
+
+def latent_masking(
+    tokens: Tensor,
+    cond_tokens: Tensor,
+    cond_mask: Tensor,
+    masked: Tensor,
+    mask_id: int,
+    weights: LossWeights = LossWeights(refine=0.0, mask=1.0, recons=0.0),
+) -> MaskedTokens:
+    """MaskGIT latent masking (paper Table 5 baseline).
+
+    Condition tokens ``z~`` are always given at condition positions; the mask only acts on the rest
+    (masked -> [MASK], unmasked -> z). The ``refine`` weight applies to the condition positions. The
+    default weights put the loss on [MASK] positions only, as MaskGIT does.
+    """
+    _check_tokens(tokens, cond_tokens, cond_mask, masked)
+    plain = masked & ~cond_mask
+    recons = ~masked & ~cond_mask
+    inputs = torch.where(cond_mask, cond_tokens, torch.where(plain, torch.full_like(tokens, mask_id), tokens))
+    w = _part_weights(cond_mask.float(), plain.float(), recons.float(), weights)
+    return MaskedTokens(inputs, tokens, w, plain)
+
+
+def prefix_condition(
+    tokens: Tensor,
+    cond_tokens: Tensor,
+    cond_mask: Tensor,
+    masked: Tensor,
+    mask_id: int,
+    weights: LossWeights = LossWeights(refine=0.0, mask=1.0, recons=0.0),
+) -> MaskedTokens:
+    """Prefix condition (paper Table 5 baseline): the condition tokens ``z~`` at condition positions are
+    prepended as a prefix (sequence length N..2N) and the clip itself is masked as in plain MaskGIT.
+
+    Every example of a batch must have the same number of condition tokens (true for one task per batch
+    with a deterministic region).
+    """
+    _check_tokens(tokens, cond_tokens, cond_mask, masked)
+    counts = cond_mask.sum(dim=1)
+    if counts.numel() and bool((counts != counts[0]).any()):
+        raise InputError("prefix condition needs the same number of condition tokens in every example of a batch")
+    b = tokens.shape[0]
+    p = int(counts[0]) if counts.numel() else 0
+    index = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+    prefix = cond_tokens[cond_mask].view(b, p)
+    prefix_index = index[cond_mask].view(b, p)
+    inputs = torch.where(masked, torch.full_like(tokens, mask_id), tokens)
+    w = _part_weights(torch.zeros_like(masked, dtype=torch.float), masked.float(), (~masked).float(), weights)
+    return MaskedTokens(inputs, tokens, w, masked, prefix, prefix_index)
+
+
+#: Training-time conditioning methods of paper Table 5; ``commit`` is MAGVIT's.
+CONDITIONING_METHODS: dict[str, Callable[..., MaskedTokens]] = {
+    "commit": commit_masking,
+    "latent": latent_masking,
+    "prefix": prefix_condition,
+}

@@ -1,0 +1,57 @@
+"""Frame prediction (FP): condition on the first k frames, predict the rest (paper Sec. 3.2, Table 1).
+
+Reference 1.3: the condition video repeats the last condition frame forward in time (``'edge'``).
+k = 1 is the BAIR setup, k = 5 the Kinetics-600 setup.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+from torch import Tensor
+
+from magvit.protocols import Condition
+from magvit.tasks.base import check_video
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, got {value}")
+
+
+@attrs.frozen
+class FramePrediction:
+    """Keep frames ``[0, cond_frames)``; frames after repeat frame ``cond_frames - 1``.
+
+    Args:
+        cond_frames: number of condition frames k (1 for BAIR, 5 for Kinetics-600).
+        cond_latent_frames: latent frames marked as condition by the authors' analytic rule
+            (reference 1.4); ``None`` means ``ceil(k / ft)``. Only used with ``token_rule="analytic"``.
+        prompt: task-prompt key.
+    """
+
+    cond_frames: int = attrs.field(default=1, validator=_positive)
+    cond_latent_frames: int | None = None
+    prompt: str = "fp"
+
+    name = "fp"
+    uses_class = False
+    needs_video = True
+    deterministic = True
+
+    def condition(self, video: Tensor, generator: torch.Generator | None = None) -> Condition:
+        k = self.cond_frames
+        check_video(video, self.name, min_frames=k + 1)
+        t = video.shape[2]
+        idx = torch.arange(t, device=video.device).clamp(max=k - 1)
+        mask = torch.zeros(video.shape[0], 1, *video.shape[2:], dtype=torch.bool, device=video.device)
+        mask[:, :, :k] = True
+        return Condition(video.index_select(2, idx), mask)
+
+    def analytic_token_mask(self, frames: int, token_shape: tuple[int, int, int]) -> Tensor:
+        """The authors' ``latent_mask``: the first ``cond_latent_frames`` latent frames."""
+        t, h, w = token_shape
+        n = self.cond_latent_frames if self.cond_latent_frames is not None else -(-self.cond_frames * t // frames)
+        mask = torch.zeros(t, h, w, dtype=torch.bool)
+        mask[:n] = True
+        return mask
