@@ -122,8 +122,9 @@ class Registry:
     def _collect(self, hook_name: str, kind: str) -> None:
         table = self._entries[kind]
         caller = getattr(self.pm.hook, hook_name)
-        # Reverse pluggy's LIFO call order so that registration order (built-ins first) is kept.
-        for impl in reversed(caller.get_hookimpls()):
+        # get_hookimpls() is in registration order (built-ins first); pluggy *calls* them LIFO, which
+        # is why each implementation is called here directly: the first registrant keeps its name.
+        for impl in caller.get_hookimpls():
             source = self._sources.get(impl.plugin_name, "")
             try:
                 added = dict(impl.function() or {})

@@ -1,0 +1,27 @@
+"""Shared fixtures. Nothing in the suite may reach a hub."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+def ramp_video(batch: int, frames: int, size: int) -> torch.Tensor:
+    """A video whose every pixel value encodes its (b, c, t, y, x) position, so region checks are exact.
+
+    value = (((b * 3 + c) * T + t) * S + y) * S + x, scaled into [0, 1].
+    """
+    n = batch * 3 * frames * size * size
+    return (torch.arange(n, dtype=torch.float64) / (n - 1)).view(batch, 3, frames, size, size)
+
+
+@pytest.fixture
+def ramp():
+    return ramp_video

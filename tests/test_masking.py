@@ -1,0 +1,224 @@
+"""Mask schedules, condition-token derivation and COMMIT masking (paper Eq. 2, reference 1.4 and 2)."""
+
+import math
+
+import pytest
+import torch
+
+from magvit import registry
+from magvit.masking import (
+    LossWeights,
+    commit_masking,
+    condition_token_mask,
+    latent_masking,
+    num_masked,
+    prefix_condition,
+    random_mask,
+    sample_ratio,
+    task_token_mask,
+)
+
+# -- schedules --------------------------------------------------------------------------------------
+
+
+def test_builtin_schedulers_registered():
+    assert registry.mask_scheduler_names()[:4] == ["cosine", "linear", "square", "exp"]
+
+
+@pytest.mark.parametrize(
+    "name,r,expected",
+    [
+        ("cosine", 0.0, 1.0),
+        ("cosine", 0.5, math.cos(math.pi / 4)),
+        ("cosine", 1.0, 0.0),
+        ("linear", 0.25, 0.75),
+        ("square", 0.5, 0.75),
+        ("exp", 0.0, 1 - 2**-10),
+        ("exp", 0.5, 1 - 2**-5),
+        ("exp", 1.0, 0.0),
+    ],
+)
+def test_schedule_values(name, r, expected):
+    assert float(registry.get_mask_scheduler(name).ratio(r)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_cosine_decoding_counts_match_reference():
+    # Reference 3: tokens still masked after each of 12 steps for N = 1024.
+    cosine = registry.get_mask_scheduler("cosine")
+    counts = [math.floor(1024 * float(cosine.ratio((t + 1) / 12))) for t in range(11)]
+    assert counts == [1015, 989, 946, 886, 812, 724, 623, 512, 391, 265, 133]
+
+
+def test_num_masked_clips_to_at_least_one():
+    assert num_masked(1024, 0.0) == 1
+    assert num_masked(1024, 1.0) == 1024
+    assert num_masked(1024, 0.5) == 512
+
+
+def test_sample_ratio_seeded():
+    cosine = registry.get_mask_scheduler("cosine")
+    a = [sample_ratio(cosine, torch.Generator().manual_seed(3)) for _ in range(2)]
+    u = torch.rand((), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert a[0] == a[1] == pytest.approx(math.cos(math.pi / 2 * float(u)))
+
+
+@pytest.mark.parametrize("ratio", [1e-9, 0.1, 0.5, 0.77, 1.0])
+def test_random_mask_exact_counts(ratio):
+    m = random_mask((4, 1024), ratio, torch.Generator().manual_seed(0))
+    assert m.dtype == torch.bool
+    assert m.sum(dim=1).tolist() == [num_masked(1024, ratio)] * 4
+
+
+def test_random_mask_reproducible():
+    a = random_mask((2, 64), 0.5, torch.Generator().manual_seed(7))
+    b = random_mask((2, 64), 0.5, torch.Generator().manual_seed(7))
+    c = random_mask((2, 64), 0.5, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+# -- condition tokens -------------------------------------------------------------------------------
+
+
+def _token_mask(name, size=64, down=(4, 4, 4), **kwargs):
+    task = registry.get_task(name, **kwargs)
+    cond = task.condition(torch.rand(1, 3, 16, size, size, generator=torch.Generator().manual_seed(0)))
+    return condition_token_mask(cond.mask, down)[0]
+
+
+def test_token_mask_static_regions():
+    for size, down in [(64, (4, 4, 4)), (128, (4, 8, 8))]:
+        box = torch.zeros(4, 16, 16, dtype=torch.bool)
+        box[:, 4:12, 4:12] = True
+        assert torch.equal(_token_mask("opc", size, down), box)
+        assert torch.equal(_token_mask("ipc", size, down), ~box)
+        band = torch.zeros(4, 16, 16, dtype=torch.bool)
+        band[:, 4:12] = True
+        assert torch.equal(_token_mask("oph", size, down), band)
+        assert torch.equal(_token_mask("opv", size, down), band.transpose(1, 2))
+
+
+def test_token_mask_frames():
+    assert _token_mask("fp")[:, 0, 0].tolist() == [True, False, False, False]
+    assert _token_mask("fp", cond_frames=5)[:, 0, 0].tolist() == [True, True, False, False]
+    assert _token_mask("fi")[:, 0, 0].tolist() == [True, False, False, True]
+    assert not _token_mask("cg").any()
+
+
+def test_token_mask_dynamic_supervoxel_rule():
+    # Latent frame lt covers frames 4lt..4lt+3; the band union there is [s(4lt), s(4lt+3) + 32).
+    opd = _token_mask("opd")
+    expected_cols = [range(0, 10), range(2, 12), range(4, 14), range(6, 16)]
+    for lt, cols in enumerate(expected_cols):
+        row = torch.zeros(16, dtype=torch.bool)
+        row[list(cols)] = True
+        assert torch.equal(opd[lt], row.expand(16, 16))
+    # IPD: a token is padding only if its supervoxel lies in the hole in all four frames.
+    ipd = _token_mask("ipd")
+    hole_cols = [range(2, 8), range(4, 10), range(6, 12), range(8, 14)]
+    for lt, cols in enumerate(hole_cols):
+        hole = torch.zeros(16, 16, dtype=torch.bool)
+        hole[4:12, list(cols)] = True
+        assert torch.equal(ipd[lt], ~hole)
+
+
+def test_token_mask_analytic_rule_reproduces_authors_code():
+    # Reference 1.3: latent band [ls(t), ls(t) + 8) with ls = [0, 3, 5, 8].
+    task = registry.get_task("opd")
+    cond = task.condition(torch.rand(2, 3, 16, 64, 64))
+    m = task_token_mask(task, cond.mask, (4, 4, 4), rule="analytic")
+    assert m.shape == (2, 4, 16, 16)
+    for lt, ls in enumerate([0, 3, 5, 8]):
+        assert m[0, lt, 0].nonzero().flatten().tolist() == list(range(ls, ls + 8))
+    fp5 = registry.get_task("fp", cond_frames=5)
+    m = task_token_mask(fp5, fp5.condition(torch.rand(1, 3, 16, 64, 64)).mask, (4, 4, 4), rule="analytic")
+    assert m[0, :, 0, 0].tolist() == [True, True, False, False]
+    fp5_hand = registry.get_task("fp", cond_frames=5, cond_latent_frames=1)
+    m = task_token_mask(fp5_hand, fp5_hand.condition(torch.rand(1, 3, 16, 64, 64)).mask, (4, 4, 4), "analytic")
+    assert m[0, :, 0, 0].tolist() == [True, False, False, False]
+
+
+def test_static_regions_agree_between_rules():
+    for name in ["fp", "fi", "opc", "oph", "opv", "ipc", "cg", "cfp"]:
+        task = registry.get_task(name)
+        mask = task.condition(torch.rand(1, 3, 16, 128, 128)).mask
+        assert torch.equal(
+            task_token_mask(task, mask, (4, 8, 8), "supervoxel"), task_token_mask(task, mask, (4, 8, 8), "analytic")
+        ), name
+
+
+def test_token_mask_rejects_indivisible():
+    with pytest.raises(ValueError, match="not divisible"):
+        condition_token_mask(torch.zeros(1, 1, 16, 60, 64, dtype=torch.bool), (4, 8, 8))
+    with pytest.raises(ValueError, match="token rule"):
+        task_token_mask(registry.get_task("fp"), torch.zeros(1, 1, 16, 64, 64, dtype=torch.bool), (4, 4, 4), "x")
+
+
+# -- COMMIT (Eq. 2) ---------------------------------------------------------------------------------
+
+MASK_ID = 99
+Z = torch.tensor([[10, 11, 12, 13]])
+ZC = torch.tensor([[20, 21, 22, 23]])
+COND = torch.tensor([[True, False, True, False]])
+MASKED = torch.tensor([[True, True, False, False]])
+
+
+def test_commit_case_table():
+    out = commit_masking(Z, ZC, COND, MASKED, MASK_ID, LossWeights(refine=2.0, mask=3.0, recons=5.0))
+    # masked & cond -> z~; masked & ~cond -> [MASK]; unmasked -> z (whatever the condition)
+    assert out.inputs.tolist() == [[20, MASK_ID, 12, 13]]
+    assert out.targets.tolist() == Z.tolist()
+    assert out.weights.tolist() == [[2.0, 3.0, 5.0, 5.0]]
+    assert torch.equal(out.masked, MASKED)
+
+
+def test_commit_default_weights_are_all_one():
+    out = commit_masking(Z, ZC, COND, MASKED, MASK_ID)
+    assert out.weights.tolist() == [[1.0, 1.0, 1.0, 1.0]]
+
+
+def test_commit_without_condition_is_maskgit():
+    out = commit_masking(Z, ZC, torch.zeros_like(COND), MASKED, MASK_ID)
+    assert out.inputs.tolist() == [[MASK_ID, MASK_ID, 12, 13]]
+
+
+def test_commit_counts_on_full_grid():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randint(0, 64, (2, 1024), generator=g)
+    zc = torch.randint(64, 128, (2, 1024), generator=g)
+    cond = torch.zeros(2, 1024, dtype=torch.bool)
+    cond[:, :256] = True
+    masked = random_mask((2, 1024), 0.5, g)
+    out = commit_masking(z, zc, cond, masked, 999)
+    assert ((out.inputs == 999).sum(1) == (masked & ~cond).sum(1)).all()
+    assert ((out.inputs >= 64) & (out.inputs < 128)).sum(1).tolist() == (masked & cond).sum(1).tolist()
+    assert (out.inputs[~masked] == z[~masked]).all()
+    assert masked.sum(1).tolist() == [512, 512]
+
+
+def test_latent_masking_case_table():
+    out = latent_masking(Z, ZC, COND, MASKED, MASK_ID, LossWeights(refine=2.0, mask=3.0, recons=5.0))
+    # condition positions always z~; elsewhere masked -> [MASK], unmasked -> z
+    assert out.inputs.tolist() == [[20, MASK_ID, 22, 13]]
+    assert out.weights.tolist() == [[2.0, 3.0, 2.0, 5.0]]
+    assert out.masked.tolist() == [[False, True, False, False]]
+    assert latent_masking(Z, ZC, COND, MASKED, MASK_ID).weights.tolist() == [[0.0, 1.0, 0.0, 0.0]]
+
+
+def test_prefix_condition_case_table():
+    out = prefix_condition(Z, ZC, COND, MASKED, MASK_ID, LossWeights(refine=2.0, mask=3.0, recons=5.0))
+    assert out.prefix.tolist() == [[20, 22]]
+    assert out.prefix_index.tolist() == [[0, 2]]
+    assert out.inputs.tolist() == [[MASK_ID, MASK_ID, 12, 13]]
+    assert out.weights.tolist() == [[3.0, 3.0, 5.0, 5.0]]
+
+
+def test_prefix_condition_rejects_ragged_batch():
+    cond = torch.tensor([[True, False], [True, True]])
+    with pytest.raises(ValueError, match="same number"):
+        prefix_condition(torch.zeros(2, 2, dtype=torch.long), torch.ones(2, 2, dtype=torch.long), cond,
+                         torch.ones(2, 2, dtype=torch.bool), 5)
+
+
+def test_masking_rejects_shape_mismatch():
+    with pytest.raises(ValueError, match="token shape"):
+        commit_masking(Z, ZC[:, :3], COND, MASKED, MASK_ID)

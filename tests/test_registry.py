@@ -1,0 +1,126 @@
+"""The pluggy registry: built-ins, entry points, error paths (DESIGN.md "Plugins")."""
+
+import textwrap
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from magvit import registry
+from magvit.errors import RegistryError
+from magvit.protocols import MaskScheduler, Task
+from magvit.registry import Registry
+
+TEN = ["fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cg", "cfp"]
+
+
+def test_builtin_tasks_in_order():
+    assert registry.task_names()[:10] == TEN
+
+
+@pytest.mark.parametrize("name", TEN)
+def test_builtin_tasks_follow_protocol(name):
+    task = registry.get_task(name)
+    assert isinstance(task, Task)
+    assert task.name == name and task.prompt == name
+
+
+def test_schedulers_follow_protocol():
+    for name in registry.mask_scheduler_names():
+        assert isinstance(registry.get_mask_scheduler(name), MaskScheduler)
+
+
+def test_unknown_name_lists_known():
+    with pytest.raises(KeyError, match="registered tasks: fp, fi, opc"):
+        registry.get_task("nope")
+    with pytest.raises(KeyError, match="cosine"):
+        registry.get_mask_scheduler("nope")
+
+
+def test_task_kwargs_reach_constructor():
+    assert registry.get_task("fp", cond_frames=5).cond_frames == 5
+
+
+@pytest.fixture
+def plugin_dir(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(module: str, body: str) -> EntryPoint:
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(body))
+        return EntryPoint(name=module, value=module, group="magvit")
+
+    return write
+
+
+def test_duplicate_name_names_both_plugins(plugin_dir):
+    ep = plugin_dir(
+        "dup_fp_plugin",
+        """
+        from magvit import hookimpl
+        from magvit.tasks import FramePrediction
+
+        @hookimpl
+        def magvit_add_tasks():
+            return {"fp": FramePrediction}
+        """,
+    )
+    with pytest.raises(RegistryError, match=r"'fp' is registered twice: by plugin 'magvit.tasks'.*'dup_fp_plugin'"):
+        Registry(entry_points=[ep])
+
+
+def test_broken_plugin_reported_others_load(plugin_dir):
+    broken = plugin_dir("broken_plugin", "raise ImportError('missing dependency xyz')\n")
+    good = plugin_dir(
+        "good_plugin",
+        """
+        import attrs
+        from magvit import hookimpl
+
+        @attrs.frozen
+        class Flat:
+            name = "flat"
+            def ratio(self, progress):
+                import torch
+                return 1 - torch.as_tensor(progress, dtype=torch.float64) * 0.5
+
+        @hookimpl
+        def magvit_add_mask_schedulers():
+            return {"flat": Flat}
+        """,
+    )
+    with pytest.warns(UserWarning, match="broken_plugin.*missing dependency xyz"):
+        reg = Registry(entry_points=[broken, good])
+    assert [e.plugin for e in reg.errors] == ["broken_plugin"]
+    assert "flat" in reg.names("mask scheduler")
+    assert reg.names("task")[:10] == TEN
+
+
+def test_raising_hook_reported(plugin_dir):
+    ep = plugin_dir(
+        "raising_plugin",
+        """
+        from magvit import hookimpl
+
+        @hookimpl
+        def magvit_add_tasks():
+            raise RuntimeError("boom")
+        """,
+    )
+    with pytest.warns(UserWarning, match="raising_plugin.*boom"):
+        reg = Registry(entry_points=[ep])
+    assert reg.errors[0].plugin == "raising_plugin" and "boom" in reg.errors[0].error
+    assert reg.names("task") == TEN
+
+
+def test_builtins_register_through_hooks():
+    reg = Registry(entry_points=[])
+    impls = {impl.plugin_name for impl in reg.pm.hook.magvit_add_tasks.get_hookimpls()}
+    assert impls == {"magvit.tasks"}
+    assert {e.plugin for e in reg.entries("task")} == {"magvit.tasks"}
+
+
+def test_third_party_tsr_plugin_installed():
+    # plugins/magvit-tsr is installed by `make test`; it registers only through the entry-point group.
+    entry = registry.default_registry().entry("task", "tsr")
+    assert entry.plugin == "tsr" and entry.source.startswith("magvit-tsr")
+    assert "tsr" in registry.task_names()
+    assert isinstance(registry.get_task("tsr"), Task)
