@@ -1,0 +1,65 @@
+"""Optimisers and learning-rate schedules of both stages (reference 4.8 and 5.4).
+
+* AdamW with decoupled weight decay applied to kernels only (weight matrices and conv kernels); biases,
+  norm scales and embeddings are not decayed (reference 5.4: ``weight decay 0.045 on kernel params only``).
+* Schedule ``lr(step) = base * min(1, step / warm) * 0.5 * (1 + cos(pi * max(0, step - warm) / (total - warm)))``
+  (scenic ``compound``: constant * linear_warmup * cosine_decay; reference 4.8).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import attrs
+import torch
+from torch import nn
+
+
+@attrs.frozen
+class OptimConfig:
+    """One optimiser. Defaults are the transformer's (reference 5.4); the tokenizer uses
+    ``betas=(0.0, 0.99), weight_decay=0.0`` (reference 4.8)."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.96)
+    weight_decay: float = 0.045
+    warmup_steps: int = 5000
+    grad_clip: float = 1.0
+
+
+def is_decayed(name: str, param: nn.Parameter, module_types: dict[str, type]) -> bool:
+    """Kernel parameters only: weights of Linear and Conv layers (not embeddings, norms or biases)."""
+    owner = name.rsplit(".", 1)[0] if "." in name else ""
+    return name.endswith("weight") and param.dim() >= 2 and not issubclass(module_types.get(owner, object), nn.Embedding)
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Split ``module``'s trainable parameters into a decayed (kernels) and an undecayed group."""
+    types = {name: type(m) for name, m in module.named_modules()}
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            (decay if is_decayed(name, p, types) else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(module: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Multiplier of the base lr at ``step`` (reference 4.8 formula)."""
+    warm = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, max(0, step - warmup_steps) / decay_steps)
+    return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup_steps, total_steps))
+
+
+def trainable(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
+    return [p for m in modules for p in m.parameters() if p.requires_grad]
