@@ -1,0 +1,360 @@
+"""The multi-task masked token modelling objective of MAGVIT (paper Sec. 3.2, Eq. 2-3).
+
+Follows the authors' trainer (reference 1.5 and 2):
+
+* tasks follow a fixed shuffled cycle (:class:`TaskCycle`), one task per step for the whole batch;
+* one mask ratio ``gamma(u)``, ``u ~ U[0, 1)``, per step (optionally one per example);
+* the real video and the task's padded condition video are tokenised together by the frozen tokenizer;
+  condition tokens come from :func:`magvit.masking.task_token_mask`;
+* the masking method is COMMIT (default) or one of the paper Table 5 baselines;
+* the loss is cross-entropy over codebook logits with label smoothing 1e-4, weighted per token, averaged
+  per example as ``sum(w CE) / (sum(w) + 1e-8)`` and then over the batch.
+
+:func:`token_loss` is the token-level part: it needs no tokenizer, so pre-tokenised shards (ground-truth
+tokens plus per-task condition tokens and masks) call it directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from magvit.errors import InputError
+from magvit.masking import (
+    CONDITIONING_METHODS,
+    MIN_RATIO,
+    TOKEN_RULES,
+    LossWeights,
+    MaskedTokens,
+    num_masked,
+    random_mask,
+    sample_ratio,
+    task_token_mask,
+)
+from magvit.protocols import MaskScheduler, Task, Tokenizer
+
+__all__ = [
+    "LossOutput",
+    "MultiTaskObjective",
+    "ObjectiveConfig",
+    "TaskCycle",
+    "TokenBatch",
+    "smoothed_cross_entropy",
+    "token_loss",
+    "weighted_loss",
+]
+
+# Reference 2.6: the denominator guard of the per-example weighted mean.
+WEIGHT_EPS = 1e-8
+
+
+def _one_of(choices: Sequence[str]) -> Any:
+    def check(instance: object, attribute: attrs.Attribute, value: str) -> None:
+        if value not in choices:
+            raise InputError(f"{attribute.name} must be one of {list(choices)}, got {value!r}")
+
+    return check
+
+
+def _probability(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise InputError(f"{attribute.name} must be in [0, 1), got {value}")
+
+
+@attrs.frozen
+class ObjectiveConfig:
+    """Settings of the objective; defaults are the authors' (reference 2).
+
+    Attributes:
+        method: ``"commit"`` (paper Eq. 2), ``"latent"`` (MaskGIT latent masking) or ``"prefix"`` (prefix
+            condition); the last two are the baselines of paper Table 5.
+        schedule: mask-ratio schedule name (registry), ``"cosine"``.
+        token_rule: ``"supervoxel"`` (paper) or ``"analytic"`` (authors' code, reference 1.4).
+        label_smoothing: epsilon of the smoothed targets (1e-4).
+        weights: loss weights of refine / mask / recons; None uses the method's default (all 1 for COMMIT,
+            [MASK] positions only for the baselines).
+        ratio_per_example: one mask ratio per example instead of one per step.
+        condition_dropout: probability of dropping an example's class and visual condition (classifier-free
+            guidance training; 0 in the paper).
+    """
+
+    method: str = attrs.field(default="commit", validator=_one_of(tuple(CONDITIONING_METHODS)))
+    schedule: str = "cosine"
+    token_rule: str = attrs.field(default="supervoxel", validator=_one_of(TOKEN_RULES))
+    label_smoothing: float = attrs.field(default=1e-4, validator=_probability)
+    weights: LossWeights | None = None
+    ratio_per_example: bool = False
+    condition_dropout: float = attrs.field(default=0.0, validator=_probability)
+
+    def __attrs_post_init__(self) -> None:
+        if self.method == "prefix" and self.condition_dropout:
+            raise InputError("condition_dropout needs the same condition length per batch; not supported with "
+                             "method='prefix'")
+
+
+class TaskCycle:
+    """The fixed shuffled task sequence of the authors' trainer (reference 1.5).
+
+    Task ``i`` appears ``round(w_i * 100 / min(1, min_w))`` times; the list is shuffled once with ``seed``;
+    step ``s`` uses ``sequence[s % len(sequence)]``.
+    """
+
+    def __init__(self, weights: Sequence[float], seed: int = 0) -> None:
+        if not weights or any(w <= 0 for w in weights):
+            raise InputError(f"task weights must be a non-empty list of positive numbers, got {list(weights)}")
+        scale = 100 / min(1.0, min(weights))
+        counts = [round(w * scale) for w in weights]
+        order = torch.tensor([i for i, c in enumerate(counts) for _ in range(c)])
+        perm = torch.randperm(len(order), generator=torch.Generator().manual_seed(seed))
+        self.sequence: tuple[int, ...] = tuple(order[perm].tolist())
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+    def __getitem__(self, step: int) -> int:
+        return self.sequence[step % len(self.sequence)]
+
+
+@attrs.frozen
+class LossOutput:
+    """Result of one objective evaluation.
+
+    Attributes:
+        loss: scalar, batch mean of the per-example weighted CE.
+        per_example: float ``[B]``.
+        accuracy: scalar, argmax accuracy on the masked positions (a detached metric).
+        masked: the :class:`~magvit.masking.MaskedTokens` fed to the model.
+        task: name of the task.
+    """
+
+    loss: Tensor
+    per_example: Tensor
+    accuracy: Tensor
+    masked: MaskedTokens
+    task: str
+
+
+@attrs.frozen
+class TokenBatch:
+    """Ground-truth tokens and one task's condition, flat ``[B, N]`` (condition None for e.g. cg)."""
+
+    tokens: Tensor
+    cond_tokens: Tensor | None
+    cond_mask: Tensor
+
+
+# -- loss -----------------------------------------------------------------------------------------------
+
+
+def smoothed_cross_entropy(logits: Tensor, targets: Tensor, smoothing: float) -> Tensor:
+    """Per-token CE ``[B, N]`` against targets smoothed to on ``1-e+e/K``, off ``e/K`` (reference 2.7).
+
+    With ``q = (1-e) onehot + e/K``: ``CE = (1-e) (-log p_target) + e mean_k(-log p_k)``.
+    """
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    nll = -log_probs.gather(-1, targets[..., None]).squeeze(-1)
+    if smoothing == 0.0:
+        return nll
+    return (1.0 - smoothing) * nll - smoothing * log_probs.mean(dim=-1)
+
+
+def weighted_loss(ce: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """``sum(w CE) / (sum(w) + 1e-8)`` per example, then the batch mean (reference 2.6)."""
+    per_example = (weights * ce).sum(dim=1) / (weights.sum(dim=1) + WEIGHT_EPS)
+    return per_example.mean(), per_example
+
+
+# -- token level ----------------------------------------------------------------------------------------
+
+
+def _flat(name: str, value: Tensor, batch: int, n: int, dtype: torch.dtype) -> Tensor:
+    if value.dtype != dtype or value.dim() < 2 or value.shape[0] != batch or value[0].numel() != n:
+        raise InputError(f"{name} must be {dtype} [B, N] or [B, t, h, w] with B={batch}, N={n}; got "
+                         f"{value.dtype} {tuple(value.shape)}")
+    return value.reshape(batch, n)
+
+
+def _mask(shape: tuple[int, int], config: ObjectiveConfig, scheduler: MaskScheduler,
+          generator: torch.Generator | None, device: Any) -> Tensor:
+    """Positions to mask: one ratio per step (reference 2.1) or, as an option, one per example."""
+    if not config.ratio_per_example:
+        return random_mask(shape, sample_ratio(scheduler, generator), generator, device)
+    b, n = shape
+    u = torch.rand(b, generator=generator, dtype=torch.float64)
+    counts = torch.tensor([num_masked(n, scheduler.ratio(x).clamp(MIN_RATIO, 1.0)) for x in u], device=device)
+    scores = torch.rand(shape, generator=generator, device=device)
+    cutoff = scores.sort(dim=1).values.gather(1, counts[:, None] - 1)
+    return scores <= cutoff
+
+
+def _class_ids(model: Any, task: Task, labels: Tensor | None, batch: int, device: Any) -> Tensor:
+    if not task.uses_class:
+        return model.vocab.class_ids(None, batch, device)
+    if labels is None:
+        raise InputError(f"task {task.name!r} is class-conditional: labels [B] are required")
+    return model.vocab.class_ids(labels, batch, device)
+
+
+def _prompt_ids(model: Any, task: Task, batch: int, device: Any) -> Tensor | None:
+    if not model.vocab.prompts:
+        return None
+    return torch.full((batch,), model.vocab.prompt_id(task.prompt), dtype=torch.long, device=device)
+
+
+def token_loss(
+    model: Any,
+    tokens: Tensor,
+    cond_tokens: Tensor | None,
+    cond_mask: Tensor | None,
+    labels: Tensor | None,
+    task: Task,
+    generator: torch.Generator | None,
+    config: ObjectiveConfig = ObjectiveConfig(),
+    scheduler: MaskScheduler | None = None,
+) -> LossOutput:
+    """Masked token modelling loss of one batch of one task (paper Eq. 3; reference 2).
+
+    Args:
+        model: a :class:`~magvit.transformer.MaskedTransformer` (a causal one gets the teacher-forced
+            autoregressive loss of the paper Table 6 baseline instead).
+        tokens: ground-truth codes, long ``[B, N]`` or ``[B, t, h, w]``.
+        cond_tokens: condition codes ``z~`` (same shape), None for tasks without a visual condition.
+        cond_mask: bool, True on condition tokens; None means no condition token.
+        labels: class labels long ``[B]`` (required by class-conditional tasks), or None.
+        task: the task (its prompt and ``uses_class`` are used).
+        generator: source of the mask ratio, mask positions and condition dropout.
+    """
+    if not isinstance(tokens, Tensor) or tokens.dim() < 2:
+        raise InputError(f"tokens must be a long tensor [B, N] or [B, t, h, w], got {getattr(tokens, 'shape', tokens)}")
+    b, n = tokens.shape[0], model.num_tokens
+    device = tokens.device
+    tokens = _flat("tokens", tokens, b, n, torch.long)
+    if not task.needs_video or cond_tokens is None:
+        if cond_mask is not None and bool(cond_mask.any()):
+            raise InputError(f"task {task.name!r}: cond_mask marks condition tokens but cond_tokens is None")
+        cond_tokens = torch.zeros_like(tokens)
+        cond_mask = torch.zeros_like(tokens, dtype=torch.bool)
+    else:
+        if cond_mask is None:
+            raise InputError(f"task {task.name!r}: cond_mask (bool, True on condition tokens) is required")
+        cond_tokens = _flat("cond_tokens", cond_tokens, b, n, torch.long)
+        cond_mask = _flat("cond_mask", cond_mask, b, n, torch.bool)
+    prompt = _prompt_ids(model, task, b, device)
+    label = _class_ids(model, task, labels, b, device)
+
+    if getattr(model, "causal", False):
+        # Autoregressive baseline: every position is predicted from the ground truth before it.
+        ones = torch.ones_like(tokens, dtype=torch.float)
+        masked = MaskedTokens(tokens, tokens, ones, torch.ones_like(cond_mask))
+        logits = model(tokens, prompt, label)
+    else:
+        if config.condition_dropout:
+            # Classifier-free guidance training: the dropped example sees neither class nor z~, which is
+            # exactly the unconditional pass of decoding (reference 3, CFG).
+            drop = torch.rand(b, generator=generator, device=device) < config.condition_dropout
+            label = torch.where(drop, torch.full_like(label, model.vocab.uncond_id), label)
+            cond_mask = cond_mask & ~drop[:, None]
+        scheduler = scheduler or _default_scheduler(config.schedule)
+        positions = _mask((b, n), config, scheduler, generator, device)
+        method = CONDITIONING_METHODS[config.method]
+        extra = {} if config.weights is None else {"weights": config.weights}
+        masked = method(tokens, cond_tokens, cond_mask, positions, model.vocab.mask_id, **extra)
+        logits = model(masked.inputs, prompt, label, masked.prefix, masked.prefix_index)
+    ce = smoothed_cross_entropy(logits, masked.targets, config.label_smoothing)
+    loss, per_example = weighted_loss(ce, masked.weights)
+    with torch.no_grad():
+        hits = (logits.argmax(dim=-1) == masked.targets) & masked.masked
+        accuracy = hits.sum() / masked.masked.sum().clamp(min=1)
+    return LossOutput(loss, per_example, accuracy, masked, task.name)
+
+
+def _default_scheduler(name: str) -> MaskScheduler:
+    from magvit.registry import get_mask_scheduler
+
+    return get_mask_scheduler(name)
+
+
+# -- video level ----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _frozen(tokenizer: Tokenizer) -> Iterator[None]:
+    """Eval mode and no gradients for the tokenizer (reference 1.5: a frozen EMA encoder); mode restored."""
+    was_training = bool(getattr(tokenizer, "training", False))
+    if was_training:
+        tokenizer.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if was_training:
+            tokenizer.train()
+
+
+class MultiTaskObjective:
+    """Multi-task masked token modelling on videos (paper Sec. 3.2; reference 1.5, 2).
+
+    Args:
+        tokenizer: the frozen tokenizer.
+        tasks: the configured tasks (their prompts must be in the model's vocabulary).
+        task_weights: sampling weight per task (default 1 each).
+        config: :class:`ObjectiveConfig`.
+        seed: seed of the task cycle's shuffle.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        tasks: Sequence[Task],
+        *,
+        task_weights: Sequence[float] | None = None,
+        config: ObjectiveConfig = ObjectiveConfig(),
+        seed: int = 0,
+    ) -> None:
+        if not tasks:
+            raise InputError("MultiTaskObjective needs at least one task")
+        weights = [1.0] * len(tasks) if task_weights is None else list(task_weights)
+        if len(weights) != len(tasks):
+            raise InputError(f"got {len(weights)} task weights for {len(tasks)} tasks")
+        self.tokenizer = tokenizer
+        self.tasks = list(tasks)
+        self.config = config
+        self.cycle = TaskCycle(weights, seed)
+        self.scheduler = _default_scheduler(config.schedule)
+
+    def task_for_step(self, step: int) -> Task:
+        return self.tasks[self.cycle[step]]
+
+    def tokenize(self, video: Tensor, task: Task, generator: torch.Generator | None = None) -> TokenBatch:
+        """Ground-truth tokens and ``task``'s condition tokens, from one ``encode`` call (reference 1.1)."""
+        b = video.shape[0]
+        if not task.needs_video:
+            with _frozen(self.tokenizer):
+                tokens = self.tokenizer.encode(video)
+            flat = tokens.reshape(b, -1)
+            return TokenBatch(flat, None, torch.zeros_like(flat, dtype=torch.bool))
+        cond = task.condition(video, generator)
+        with _frozen(self.tokenizer):
+            both = self.tokenizer.encode(torch.cat([video, cond.video]))
+        tokens, cond_tokens = both.reshape(2 * b, -1).chunk(2)
+        mask = task_token_mask(task, cond.mask, self.tokenizer.downsample, self.config.token_rule)
+        return TokenBatch(tokens, cond_tokens, mask.reshape(b, -1))
+
+    def __call__(
+        self,
+        model: Any,
+        video: Tensor,
+        labels: Tensor | None,
+        step: int,
+        generator: torch.Generator | None,
+    ) -> LossOutput:
+        """The loss of training step ``step`` on a video batch ``[B, 3, T, H, W]``."""
+        task = self.task_for_step(step)
+        batch = self.tokenize(video, task, generator)
+        return token_loss(model, batch.tokens, batch.cond_tokens, batch.cond_mask, labels, task, generator,
+                          self.config, self.scheduler)

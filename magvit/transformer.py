@@ -1,0 +1,443 @@
+"""The MAGVIT transformer: a post-LN bidirectional BERT over ``[task prompt, class, visual tokens]``.
+
+Implements paper Sec. 3.2 ("a bidirectional transformer") with the exact architecture of the authors'
+``simplified_bert.py`` (reference 5.1-5.3):
+
+* block: ``x = LN(x + Drop(MHSA(x)))``, ``x = LN(x + Drop(W2 gelu_tanh(W1 x)))``, LayerNorm eps 1e-12;
+* embedding: ``LN(word + position)`` then dropout; learned absolute 1-D positions over the sequence;
+* head: ``Dense(hidden) -> gelu -> LN -> h E^T + bias`` with ``E`` the (tied) word embedding;
+* init: truncated normal (sigma 0.02, cut at +-2 sigma) for every kernel and embedding, zero biases.
+
+Two baselines of the paper share the module:
+
+* prefix condition (paper Table 5): condition tokens are prepended after the class token. The paper does
+  not say how they are positioned; we give each prefix token the position embedding of the visual
+  position it came from plus a learned "condition segment" embedding, so the position table stays
+  ``2 + N`` and the model can tell a prefix token from the visual token at the same position.
+* autoregressive (paper Table 6): ``causal=True`` masks attention to the past and adds a key/value cache
+  (:meth:`MaskedTransformer.init_cache`, :meth:`MaskedTransformer.step`) for raster-order decoding.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+from timm.layers import GELUTanh, Mlp
+from torch import Tensor, nn
+
+from magvit.errors import InputError
+
+__all__ = ["PRESETS", "KVCache", "MaskedTransformer", "TransformerSize", "Vocabulary", "count_parameters"]
+
+# Reference 5.1: LayerNorm epsilon of the authors' BERT.
+LN_EPS = 1e-12
+# Reference 5.1: truncated normal init, sigma 0.02, truncated at +-2 sigma.
+INIT_STD = 0.02
+
+
+# -- vocabulary ---------------------------------------------------------------------------------------
+
+
+def _unique(keys: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(keys))
+
+
+@attrs.frozen
+class Vocabulary:
+    """Token ids of the transformer (reference 5.2, adapted to named prompts).
+
+    Layout: codes ``[0, K)``; class ``c`` -> ``K + c``; "uncond" -> ``K + C``; one id per prompt key after
+    that (in the given order, duplicates collapsed); then ``[MASK]`` as the last row (the authors address
+    it as id -1, i.e. the last row). A model config stores ``prompts`` by name, so a checkpoint carries the
+    mapping and a third-party task gets its own prompt token just by being configured.
+    """
+
+    codebook_size: int
+    num_classes: int = 0
+    prompts: tuple[str, ...] = attrs.field(default=(), converter=_unique)
+
+    def __attrs_post_init__(self) -> None:
+        if self.codebook_size < 2:
+            raise InputError(f"codebook_size must be >= 2, got {self.codebook_size}")
+        if self.num_classes < 0:
+            raise InputError(f"num_classes must be >= 0, got {self.num_classes}")
+
+    @property
+    def uncond_id(self) -> int:
+        """The "uncond" class token, used by every task that ignores the label (reference 5.2)."""
+        return self.codebook_size + self.num_classes
+
+    @property
+    def mask_id(self) -> int:
+        return self.codebook_size + self.num_classes + 1 + len(self.prompts)
+
+    @property
+    def size(self) -> int:
+        return self.mask_id + 1
+
+    @property
+    def num_prefix(self) -> int:
+        """Non-visual tokens before the clip: prompt (multi-task only, reference 1.3) and class."""
+        return 2 if self.prompts else 1
+
+    def class_id(self, label: int | None) -> int:
+        """Token id of class ``label``; ``None`` (or a negative label) is the "uncond" token."""
+        if label is None or label < 0:
+            return self.uncond_id
+        if label >= self.num_classes:
+            raise InputError(f"class label must be in [0, {self.num_classes}) or None, got {label}")
+        return self.codebook_size + int(label)
+
+    def class_ids(self, labels: Tensor | None, batch_size: int, device: Any = None) -> Tensor:
+        """Long ``[B]`` class-token ids of ``labels`` (long ``[B]``, negative = uncond); ``None`` -> all uncond."""
+        if labels is None:
+            return torch.full((batch_size,), self.uncond_id, dtype=torch.long, device=device)
+        labels = torch.as_tensor(labels, device=device)
+        if labels.dtype not in (torch.int64, torch.int32) or tuple(labels.shape) != (batch_size,):
+            raise InputError(f"labels must be an integer tensor of shape ({batch_size},), got {labels.dtype} "
+                             f"{tuple(labels.shape)}")
+        if labels.numel() and int(labels.max()) >= self.num_classes:
+            raise InputError(f"class labels must be < num_classes={self.num_classes}, got {int(labels.max())}")
+        labels = labels.long()
+        return torch.where(labels < 0, torch.full_like(labels, self.uncond_id), labels + self.codebook_size)
+
+    def prompt_id(self, key: str) -> int:
+        """Token id of the task prompt ``key``."""
+        if key not in self.prompts:
+            known = ", ".join(self.prompts) or "none (single-task model)"
+            raise InputError(f"unknown task prompt {key!r}; this model knows the prompts: {known}")
+        return self.codebook_size + self.num_classes + 1 + self.prompts.index(key)
+
+
+# -- sizes ----------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TransformerSize:
+    """Depth and width of a preset (reference 5.1)."""
+
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    mlp_dim: int
+
+
+PRESETS: dict[str, TransformerSize] = {
+    # CPU tests and the demo.
+    "tiny": TransformerSize(num_layers=4, hidden_size=256, num_heads=4, mlp_dim=1024),
+    "B": TransformerSize(num_layers=12, hidden_size=768, num_heads=12, mlp_dim=3072),
+    "L": TransformerSize(num_layers=24, hidden_size=1024, num_heads=16, mlp_dim=4096),
+}
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters (works on the meta device too)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+# -- layers ---------------------------------------------------------------------------------------------
+
+
+@attrs.define
+class KVCache:
+    """Per-layer key/value buffers ``[B, heads, L, head_dim]`` of a causal model; ``length`` are filled."""
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    length: int = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2] if self.keys else 0
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention`` (reference 5.1)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, attention_dropout: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.attention_dropout = attention_dropout
+
+    def forward(self, x: Tensor, causal: bool = False, cache: tuple[KVCache, int] | None = None) -> Tensor:
+        b, s, d = x.shape
+        q, k, v = self.qkv(x).view(b, s, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        mask = None
+        if cache is not None:
+            kv, layer = cache
+            start = kv.length
+            kv.keys[layer][:, :, start : start + s] = k
+            kv.values[layer][:, :, start : start + s] = v
+            k, v = kv.keys[layer][:, :, : start + s], kv.values[layer][:, :, : start + s]
+            if s > 1:  # new queries see the cache and the new keys up to themselves
+                keys = torch.arange(start + s, device=x.device)
+                mask = keys[None] <= torch.arange(start, start + s, device=x.device)[:, None]
+            causal = False
+        drop = self.attention_dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal)
+        return self.proj(out.transpose(1, 2).reshape(b, s, d))
+
+
+class PostLNBlock(nn.Module):
+    """One BERT block, post-LN: ``LN(x + Drop(MHSA(x)))`` then ``LN(x + Drop(MLP(x)))`` (reference 5.1)."""
+
+    def __init__(self, size: TransformerSize, dropout: float, attention_dropout: float) -> None:
+        super().__init__()
+        self.attn = SelfAttention(size.hidden_size, size.num_heads, attention_dropout)
+        self.attn_drop = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(size.hidden_size, eps=LN_EPS)
+        # timm's Mlp is fc1 -> act -> drop1 -> fc2 -> drop2; BERT drops only after W2, hence (0, dropout).
+        self.mlp = Mlp(size.hidden_size, size.mlp_dim, act_layer=GELUTanh, drop=(0.0, dropout))
+        self.norm2 = nn.LayerNorm(size.hidden_size, eps=LN_EPS)
+
+    def forward(self, x: Tensor, causal: bool = False, cache: tuple[KVCache, int] | None = None) -> Tensor:
+        x = self.norm1(x + self.attn_drop(self.attn(x, causal, cache)))
+        return self.norm2(x + self.mlp(x))
+
+
+class TiedHead(nn.Module):
+    """``Dense -> gelu -> LN -> h E^T + b`` with ``E`` the word embedding (reference 5.1)."""
+
+    def __init__(self, hidden_size: int, vocab_size: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.act = GELUTanh()
+        self.norm = nn.LayerNorm(hidden_size, eps=LN_EPS)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, h: Tensor, embedding: Tensor, num_logits: int) -> Tensor:
+        # Reference 2.7: only codebook logits are ever used, so only those rows are multiplied.
+        h = self.norm(self.act(self.dense(h)))
+        return F.linear(h, embedding[:num_logits], self.bias[:num_logits])
+
+
+# -- the model ------------------------------------------------------------------------------------------
+
+
+class MaskedTransformer(nn.Module):
+    """Bidirectional (or causal) post-LN BERT over ``[prompt] + [class] + N`` visual tokens.
+
+    Args:
+        codebook_size: K, number of visual codes.
+        num_classes: C (0 for unlabelled data such as BAIR).
+        prompts: prompt keys of the configured tasks; duplicates collapse. Empty = single-task model
+            without a prompt token (reference 1.3).
+        num_tokens: N, visual tokens per clip (``t*h*w``; 1024 in the paper).
+        num_layers, hidden_size, num_heads, mlp_dim: size (reference 5.1).
+        dropout, attention_dropout: 0.1 each in the paper.
+        causal: autoregressive baseline (paper Table 6) instead of the bidirectional model.
+        prefix_condition: add the condition-segment embedding used by the prefix-condition baseline.
+        init_seed: seed of the truncated-normal init.
+
+    ``self.config`` holds all constructor arguments, so ``MaskedTransformer(**model.config)`` rebuilds it.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        num_classes: int = 0,
+        prompts: Sequence[str] = (),
+        num_tokens: int = 1024,
+        num_layers: int = 12,
+        hidden_size: int = 768,
+        num_heads: int = 12,
+        mlp_dim: int = 3072,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        causal: bool = False,
+        prefix_condition: bool = False,
+        init_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if hidden_size % num_heads:
+            raise InputError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+        if num_tokens < 1:
+            raise InputError(f"num_tokens must be >= 1, got {num_tokens}")
+        self.vocab = Vocabulary(codebook_size, num_classes, tuple(prompts))
+        self.config: dict[str, Any] = {
+            "codebook_size": codebook_size,
+            "num_classes": num_classes,
+            "prompts": list(self.vocab.prompts),
+            "num_tokens": num_tokens,
+            "num_layers": num_layers,
+            "hidden_size": hidden_size,
+            "num_heads": num_heads,
+            "mlp_dim": mlp_dim,
+            "dropout": dropout,
+            "attention_dropout": attention_dropout,
+            "causal": causal,
+            "prefix_condition": prefix_condition,
+            "init_seed": init_seed,
+        }
+        size = TransformerSize(num_layers, hidden_size, num_heads, mlp_dim)
+        self.num_tokens = num_tokens
+        self.causal = causal
+        self.word = nn.Embedding(self.vocab.size, hidden_size)
+        # Reference 5.3: learned absolute positions over the whole sequence (2 + N in multi-task mode).
+        self.position = nn.Embedding(self.vocab.num_prefix + num_tokens, hidden_size)
+        self.segment = nn.Parameter(torch.empty(hidden_size)) if prefix_condition else None
+        self.embed_norm = nn.LayerNorm(hidden_size, eps=LN_EPS)
+        self.embed_drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(PostLNBlock(size, dropout, attention_dropout) for _ in range(num_layers))
+        self.head = TiedHead(hidden_size, self.vocab.size)
+        self.reset_parameters(torch.Generator().manual_seed(init_seed))
+
+    @classmethod
+    def from_preset(
+        cls,
+        name: str,
+        *,
+        codebook_size: int,
+        num_classes: int,
+        prompts: Sequence[str],
+        num_tokens: int = 1024,
+        **overrides: Any,
+    ) -> MaskedTransformer:
+        """Build preset ``"tiny"``, ``"B"`` or ``"L"``; ``overrides`` replace any constructor argument."""
+        if name not in PRESETS:
+            raise InputError(f"unknown transformer preset {name!r}; expected one of {sorted(PRESETS)}")
+        kwargs = attrs.asdict(PRESETS[name]) | overrides
+        return cls(codebook_size, num_classes, prompts, num_tokens, **kwargs)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.vocab.codebook_size
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Truncated normal (0.02, +-2 sigma) kernels and embeddings, zero biases (reference 5.1)."""
+        init = functools.partial(nn.init.trunc_normal_, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD,
+                                 generator=generator)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                init(module.weight)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        if self.segment is not None:
+            init(self.segment)
+        nn.init.zeros_(self.head.bias)
+
+    # -- input checks ----------------------------------------------------------------------------------
+    def _check_ids(self, name: str, ids: Tensor, shape: tuple[int, ...]) -> None:
+        if not isinstance(ids, Tensor) or ids.dtype != torch.long or tuple(ids.shape) != shape:
+            got = f"{ids.dtype} {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
+            raise InputError(f"{name} must be a long tensor of shape {shape}, got {got}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab.size):
+            raise InputError(f"{name} ids must lie in [0, {self.vocab.size}), got [{int(ids.min())}, {int(ids.max())}]")
+
+    def _prefix_ids(self, prompt: Tensor | None, label: Tensor, batch: int) -> Tensor:
+        self._check_ids("label", label, (batch,))
+        if not self.vocab.prompts:
+            if prompt is not None:
+                raise InputError("this single-task model has no prompt token; pass prompt=None")
+            return label[:, None]
+        if prompt is None:
+            raise InputError(f"prompt ids [B] are required; known prompts: {', '.join(self.vocab.prompts)}")
+        self._check_ids("prompt", prompt, (batch,))
+        return torch.stack([prompt, label], dim=1)
+
+    # -- forward ---------------------------------------------------------------------------------------
+    def _embed(self, ids: Tensor, positions: Tensor, extra: Tensor | None = None) -> Tensor:
+        x = self.word(ids) + self.position(positions)
+        if extra is not None:
+            x = x + extra
+        return x
+
+    def forward(
+        self,
+        inputs: Tensor,
+        prompt: Tensor | None,
+        label: Tensor,
+        prefix: Tensor | None = None,
+        prefix_index: Tensor | None = None,
+    ) -> Tensor:
+        """Codebook logits ``[B, N, K]`` for the visual tokens.
+
+        Args:
+            inputs: long ``[B, N]`` visual inputs (codes, condition codes or ``vocab.mask_id``).
+            prompt: long ``[B]`` prompt ids (``vocab.prompt_id``), ``None`` for a single-task model.
+            label: long ``[B]`` class ids (``vocab.class_id``: a class or "uncond").
+            prefix: long ``[B, P]`` condition tokens (prefix-condition baseline), prepended after the class.
+            prefix_index: long ``[B, P]`` visual position (in ``[0, N)``) each prefix token came from.
+
+        In causal mode ``logits[:, i]`` predicts ``inputs[:, i]`` from ``inputs[:, :i]`` (teacher forcing).
+        """
+        b = inputs.shape[0] if isinstance(inputs, Tensor) and inputs.dim() == 2 else -1
+        self._check_ids("inputs", inputs, (b, self.num_tokens))
+        head = self._prefix_ids(prompt, label, b)
+        npre = head.shape[1]
+        device = inputs.device
+        if self.causal:
+            if prefix is not None:
+                raise InputError("the causal (autoregressive) model does not take a condition prefix")
+            # Token i is predicted at the position before it; the last visual token is never an input.
+            ids = torch.cat([head, inputs[:, :-1]], dim=1)
+            x = self._embed(ids, torch.arange(ids.shape[1], device=device))
+            return self._run(x, causal=True)[:, npre - 1 :]
+        x = self._embed(torch.cat([head, inputs], dim=1), torch.arange(npre + self.num_tokens, device=device))
+        if prefix is not None:
+            x = torch.cat([x[:, :npre], self._embed_prefix(prefix, prefix_index, b, npre), x[:, npre:]], dim=1)
+        elif prefix_index is not None:
+            raise InputError("prefix_index was given without prefix")
+        return self._run(x, causal=False)[:, -self.num_tokens :]
+
+    def _embed_prefix(self, prefix: Tensor, prefix_index: Tensor | None, b: int, npre: int) -> Tensor:
+        if self.segment is None:
+            raise InputError("this model was built without prefix_condition=True; it cannot take a condition prefix")
+        p = prefix.shape[1] if prefix.dim() == 2 else -1
+        self._check_ids("prefix", prefix, (b, p))
+        if prefix_index is None:
+            raise InputError("prefix_index [B, P] (visual position of each prefix token) is required with prefix")
+        if prefix_index.dtype != torch.long or tuple(prefix_index.shape) != (b, p):
+            raise InputError(f"prefix_index must be a long tensor of shape {(b, p)}, got {prefix_index.dtype} "
+                             f"{tuple(prefix_index.shape)}")
+        if p and (int(prefix_index.min()) < 0 or int(prefix_index.max()) >= self.num_tokens):
+            raise InputError(f"prefix_index must lie in [0, {self.num_tokens})")
+        # Design choice (the paper does not specify): position of the visual slot + a condition segment.
+        return self._embed(prefix, prefix_index + npre, self.segment)
+
+    def _run(self, x: Tensor, causal: bool, cache: KVCache | None = None) -> Tensor:
+        x = self.embed_drop(self.embed_norm(x))
+        for i, block in enumerate(self.blocks):
+            x = block(x, causal, None if cache is None else (cache, i))
+        return self.head(x, self.word.weight, self.codebook_size)
+
+    # -- key/value cache (causal mode) -----------------------------------------------------------------
+    def init_cache(self, batch_size: int, device: Any = None, dtype: torch.dtype | None = None) -> KVCache:
+        """Empty key/value buffers for the whole sequence (prefix + N visual tokens)."""
+        if not self.causal:
+            raise InputError("a key/value cache needs a causal model (built with causal=True)")
+        d = self.config["hidden_size"]
+        h = self.config["num_heads"]
+        shape = (batch_size, h, self.vocab.num_prefix + self.num_tokens, d // h)
+        dtype = dtype or self.word.weight.dtype
+        device = device if device is not None else self.word.weight.device
+        keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in self.blocks]
+        values = [torch.zeros(shape, device=device, dtype=dtype) for _ in self.blocks]
+        return KVCache(keys, values)
+
+    def step(self, ids: Tensor, cache: KVCache) -> Tensor:
+        """Append ``ids`` (long ``[B, S]``) at the next sequence positions; return logits ``[B, S, K]``.
+
+        ``logits[:, j]`` predicts the token after ``ids[:, j]``. Start with the prompt and class ids, then
+        feed each sampled visual token.
+        """
+        if not self.causal:
+            raise InputError("step() needs a causal model (built with causal=True)")
+        b, s = ids.shape
+        if cache.length + s > cache.capacity:
+            raise InputError(f"the cache holds {cache.capacity} positions; cannot append {s} at {cache.length}")
+        self._check_ids("ids", ids, (b, s))
+        positions = torch.arange(cache.length, cache.length + s, device=ids.device)
+        logits = self._run(self._embed(ids, positions), causal=True, cache=cache)
+        cache.length += s
+        return logits
