@@ -39,4 +39,4 @@ def save_video_grid(columns: Sequence[Tensor], path: str | Path, fps: int = 8, s
     frames = video_grid(columns)
     if scale > 1:
         frames = frames.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
-    return write_video(frames.numpy(), path, fps=fps)
+    return write_video(path, frames.numpy(), fps=fps)

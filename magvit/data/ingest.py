@@ -1,0 +1,253 @@
+"""Ingest a folder of real videos into webdataset clip shards (``magvit data shards``).
+
+Folder layout (UCF-101 / SSv2 style)::
+
+    src/<class name>/**/<video>.<mp4|avi|webm|mkv|gif|mov|m4v|mpg|mpeg>
+
+* **Labelled** -- if any immediate sub-folder of ``src`` contains a video (at any depth), every such
+  sub-folder is a class; classes are numbered in sorted name order (UCF-101's ``classInd`` order, from 0).
+  A video lying directly in ``src`` next to class folders has no class: it is skipped and reported.
+* **Flat** -- if no sub-folder contains a video, every video directly in ``src`` belongs to the single
+  class ``"unlabeled"`` (label 0) and ``meta.json`` records ``labelled: false``. Use this for
+  unconditional tasks; class-conditional tasks need a labelled folder.
+
+Each video is decoded with PyAV (short side resized to ``size`` inside FFmpeg, then centre-cropped),
+cut into clips (:mod:`magvit.data.clips`) and written in sorted path order. A file that cannot be decoded,
+or is shorter than one clip, is skipped and listed -- with its reason -- in the returned report and in
+``meta.json``; ingestion never stops for one bad file. Files without a video extension are listed as
+``ignored``. Hidden files and folders (leading ``.``) are not looked at.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import attrs
+from tqdm import tqdm
+
+from magvit.data.clips import clip_span, clip_starts, cut_clip
+from magvit.data.shard_format import (
+    CLIP_EXT,
+    INFO_EXT,
+    LABEL_EXT,
+    DatasetMeta,
+    ShardInfo,
+    SkippedFile,
+    sample_key,
+    write_meta,
+)
+from magvit.data.shards import ShardSink, prepare_output_dir
+from magvit.data.video_io import READ_EXTENSIONS, VideoReadError, read_video
+from magvit.errors import InputError, MagvitError
+
+__all__ = ["UNLABELED", "IngestReport", "VideoSource", "find_videos", "write_shards"]
+
+#: The class name of every video of a flat folder.
+UNLABELED = "unlabeled"
+
+
+@attrs.frozen
+class VideoSource:
+    """One video to ingest: its path and class name."""
+
+    path: Path
+    class_name: str
+
+
+@attrs.frozen
+class SourceListing:
+    """What :func:`find_videos` found under a source folder."""
+
+    videos: tuple[VideoSource, ...]
+    class_names: tuple[str, ...]
+    labelled: bool
+    skipped: tuple[SkippedFile, ...]
+    ignored: tuple[str, ...]
+
+
+@attrs.frozen
+class IngestReport:
+    """The outcome of :func:`write_shards` (also recorded in ``out/meta.json``)."""
+
+    out: str
+    num_videos: int
+    num_clips: int
+    shards: tuple[ShardInfo, ...]
+    class_names: tuple[str, ...]
+    clips_per_class: dict[str, int]
+    labelled: bool
+    skipped: tuple[SkippedFile, ...]
+    ignored: tuple[str, ...]
+
+    def __str__(self) -> str:
+        used = self.num_videos - len(self.skipped)
+        lines = [
+            f"wrote {self.num_clips} clips from {used} of {self.num_videos} videos into {len(self.shards)} "
+            f"shards in {self.out}",
+            f"{len(self.class_names)} classes"
+            + ("" if self.labelled else " (flat folder: every clip has label 0, 'unlabeled')"),
+        ]
+        if self.ignored:
+            lines.append(f"ignored {len(self.ignored)} files without a video extension (listed in meta.json)")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} videos:")
+            lines += [f"  {s.path}: {s.reason}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def _is_hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _walk(folder: Path, root: Path) -> Iterable[Path]:
+    return (p for p in sorted(folder.rglob("*")) if p.is_file() and not _is_hidden(p, root))
+
+
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in READ_EXTENSIONS
+
+
+def find_videos(src: str | os.PathLike[str]) -> SourceListing:
+    """List the videos under ``src`` with their classes (see the module docstring for the layout rules).
+
+    Raises:
+        MagvitError: ``src`` is missing, not a folder, or holds no video file.
+    """
+    root = Path(src)
+    if not root.exists():
+        raise MagvitError(f"source folder {root} does not exist; pass a folder of videos (src/<class>/<video>)")
+    if not root.is_dir():
+        raise MagvitError(f"source {root} is not a folder; pass a folder of videos (src/<class>/<video>)")
+    files = list(_walk(root, root))
+    ignored = tuple(p.relative_to(root).as_posix() for p in files if not _is_video(p))
+    videos = [p for p in files if _is_video(p)]
+    if not videos:
+        raise MagvitError(
+            f"no video files ({', '.join(READ_EXTENSIONS)}) under {root}; expected {root}/<class>/<video> "
+            f"or a flat folder of videos ({len(files)} other files found)"
+        )
+    nested = [p for p in videos if p.parent != root]
+    loose = [p for p in videos if p.parent == root]
+    if not nested:
+        listing = tuple(VideoSource(p, UNLABELED) for p in loose)
+        return SourceListing(listing, (UNLABELED,), False, (), ignored)
+    class_of = {p: p.relative_to(root).parts[0] for p in nested}
+    skipped = tuple(
+        SkippedFile(p.relative_to(root).as_posix(), "not inside a class sub-folder (the source has class folders)")
+        for p in loose
+    )
+    listing = tuple(VideoSource(p, class_of[p]) for p in nested)
+    return SourceListing(listing, tuple(sorted(set(class_of.values()))), True, skipped, ignored)
+
+
+def _check_settings(frames: int, size: int, stride: int, clips_per_video: int | None, shard_size: int) -> None:
+    clip_span(frames, stride)  # validates frames and stride
+    if size < 1:
+        raise InputError(f"size must be a positive number of pixels, got {size}")
+    if clips_per_video is not None and clips_per_video < 1:
+        raise InputError(f"clips_per_video must be >= 1 or None (all non-overlapping clips), got {clips_per_video}")
+    if shard_size < 1:
+        raise InputError(f"shard_size must be >= 1 clip per shard, got {shard_size}")
+
+
+def write_shards(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    frames: int = 16,
+    size: int = 64,
+    stride: int = 1,
+    clips_per_video: int | None = None,
+    shard_size: int = 1000,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> IngestReport:
+    """Decode every video under ``src``, cut clips and write webdataset shards plus ``meta.json`` to ``out``.
+
+    Args:
+        src: folder of videos, ``src/<class>/**/<video>`` or flat (module docstring).
+        out: output folder (created); must not already hold a dataset unless ``overwrite``.
+        frames: frames per clip.
+        size: clips are ``size x size``: short side resized to ``size``, then centre-cropped.
+        stride: take every ``stride``-th frame (1 = consecutive frames).
+        clips_per_video: clips per video, evenly spaced; ``None`` = all non-overlapping clips.
+        shard_size: clips per shard (the last shard may hold fewer). At 16x64x64 a clip is 196 KB.
+        overwrite: replace a dataset already in ``out``.
+        progress: show a tqdm progress bar over videos.
+
+    Returns:
+        :class:`IngestReport` (printable) with counts, classes and every skipped file with its reason.
+
+    Raises:
+        MagvitError: ``src`` is missing or holds no videos, ``out`` already holds a dataset, or no video
+            yielded a clip (the message lists why each was skipped).
+    """
+    _check_settings(frames, size, stride, clips_per_video, shard_size)
+    root = Path(src)
+    listing = find_videos(root)
+    out_dir = prepare_output_dir(out, overwrite=overwrite)
+    label_of = {name: i for i, name in enumerate(listing.class_names)}
+    skipped = list(listing.skipped)
+    counts: Counter[str] = Counter()
+    span = clip_span(frames, stride)
+    with ShardSink(out_dir, shard_size=shard_size) as sink:
+        for index, video in enumerate(tqdm(listing.videos, desc="ingest", unit="video", disable=not progress)):
+            rel = video.path.relative_to(root).as_posix()
+            try:
+                decoded = read_video(video.path, size=size)
+            except (VideoReadError, OSError) as exc:
+                skipped.append(SkippedFile(rel, f"unreadable: {exc}"))
+                continue
+            starts = clip_starts(len(decoded), frames=frames, stride=stride, clips_per_video=clips_per_video)
+            if not starts:
+                reason = f"too short: {len(decoded)} frames, one clip needs {span} (frames={frames}, stride={stride})"
+                skipped.append(SkippedFile(rel, reason))
+                continue
+            for clip_index, start in enumerate(starts):
+                sink.write(
+                    {
+                        "__key__": sample_key(index, clip_index),
+                        CLIP_EXT: cut_clip(decoded, start, frames=frames, stride=stride),
+                        LABEL_EXT: label_of[video.class_name],
+                        INFO_EXT: {"source": rel, "clip": clip_index, "start": start},
+                    }
+                )
+            counts[video.class_name] += len(starts)
+    shards = sink.shards
+    if not shards:
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:10])
+        more = f" (and {len(skipped) - 10} more)" if len(skipped) > 10 else ""
+        raise MagvitError(f"no clip could be cut from the {len(listing.videos)} videos under {root}: {reasons}{more}")
+    meta = DatasetMeta(
+        class_names=listing.class_names,
+        clip_shape=(frames, size, size, 3),
+        shards=shards,
+        clips_per_class={name: counts[name] for name in listing.class_names},
+        labelled=listing.labelled,
+        settings={
+            "src": str(root.resolve()),
+            "frames": frames,
+            "size": size,
+            "stride": stride,
+            "clips_per_video": clips_per_video,
+            "shard_size": shard_size,
+        },
+        skipped=tuple(skipped),
+        ignored=listing.ignored,
+        created_by="magvit.data.write_shards",
+    )
+    write_meta(out_dir, meta)
+    return IngestReport(
+        out=str(out_dir),
+        num_videos=len(listing.videos) + len(listing.skipped),
+        num_clips=meta.num_clips,
+        shards=meta.shards,
+        class_names=meta.class_names,
+        clips_per_class=meta.clips_per_class,
+        labelled=meta.labelled,
+        skipped=meta.skipped,
+        ignored=meta.ignored,
+    )

@@ -1,0 +1,165 @@
+"""The on-disk format of a magvit clip dataset (shared by ingestion, synthetic data, reader and inspect).
+
+A dataset is a folder holding
+
+* ``shard-000000.tar``, ``shard-000001.tar``, ... -- webdataset tar shards. Each sample ``<key>`` is
+  three members:
+
+  - ``<key>.npy``  the clip, uint8 ``[T, H, W, 3]`` (numpy ``.npy``, uncompressed: reading is a memcpy);
+  - ``<key>.cls``  the class index as ASCII digits;
+  - ``<key>.json`` where it came from: ``{"source": relative path or generator, "clip": clip index
+    within the source, "start": first frame}``.
+
+* ``meta.json`` -- :class:`DatasetMeta`: class names, clip shape, per-shard and per-class counts, the
+  settings that produced it and every skipped input with its reason. It is written last, so a folder
+  without it is an interrupted write, not a dataset.
+
+A shard being written is named ``shard-NNNNNN.tar.partial`` and only renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from magvit.data.atomic import write_text_atomic
+from magvit.errors import MagvitError
+
+__all__ = [
+    "CLIP_EXT",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "INFO_EXT",
+    "LABEL_EXT",
+    "META_NAME",
+    "SHARD_GLOB",
+    "SHARD_PATTERN",
+    "DatasetMeta",
+    "ShardInfo",
+    "SkippedFile",
+    "list_shard_files",
+    "read_meta",
+    "sample_key",
+    "write_meta",
+]
+
+FORMAT = "magvit-clips"
+FORMAT_VERSION = 1
+SHARD_PATTERN = "shard-%06d.tar"
+SHARD_GLOB = "shard-*.tar"
+META_NAME = "meta.json"
+CLIP_EXT, LABEL_EXT, INFO_EXT = "npy", "cls", "json"
+
+
+def sample_key(source_index: int, clip_index: int) -> str:
+    """The webdataset key of clip ``clip_index`` of source ``source_index`` (no dots: they end a key)."""
+    return f"{source_index:07d}-{clip_index:04d}"
+
+
+@attrs.frozen
+class SkippedFile:
+    """An input that produced no clips, and why."""
+
+    path: str
+    reason: str
+
+
+@attrs.frozen
+class ShardInfo:
+    """One complete shard: file name (relative to the dataset folder) and number of clips."""
+
+    name: str
+    num_clips: int
+
+
+def _tuple_of(cls: type) -> Any:
+    return lambda items: tuple(item if isinstance(item, cls) else cls(**item) for item in items)
+
+
+@attrs.frozen
+class DatasetMeta:
+    """The contents of ``meta.json``.
+
+    Attributes:
+        class_names: class ``i`` is ``class_names[i]``.
+        clip_shape: ``(T, H, W, 3)`` of every clip.
+        shards: the shards in order, with their clip counts.
+        clips_per_class: number of clips of each class name.
+        labelled: False when the labels carry no information (a flat folder of videos: all class 0).
+        settings: the arguments that produced the dataset (frames, size, stride, seed, ...).
+        skipped: inputs that produced no clips, with reasons.
+        ignored: files under the source that are not videos (by extension), listed for the record.
+        created_by: the function that wrote the dataset.
+    """
+
+    class_names: tuple[str, ...] = attrs.field(converter=tuple)
+    clip_shape: tuple[int, int, int, int] = attrs.field(converter=tuple)
+    shards: tuple[ShardInfo, ...] = attrs.field(converter=_tuple_of(ShardInfo))
+    clips_per_class: dict[str, int] = attrs.field(converter=dict)
+    labelled: bool = True
+    settings: dict[str, Any] = attrs.field(factory=dict, converter=dict)
+    skipped: tuple[SkippedFile, ...] = attrs.field(default=(), converter=_tuple_of(SkippedFile))
+    ignored: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    created_by: str = ""
+
+    @property
+    def num_clips(self) -> int:
+        return sum(s.num_clips for s in self.shards)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_json(self) -> str:
+        body = {"format": FORMAT, "version": FORMAT_VERSION, "num_clips": self.num_clips, **attrs.asdict(self)}
+        return json.dumps(body, indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> DatasetMeta:
+        body = json.loads(text)
+        if not isinstance(body, Mapping) or body.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} meta.json (format={body.get('format') if isinstance(body, Mapping) else None!r})")
+        if body.get("version") != FORMAT_VERSION:
+            raise ValueError(f"format version {body.get('version')} is not supported (expected {FORMAT_VERSION})")
+        fields = {f.name for f in attrs.fields(cls)}
+        return cls(**{k: v for k, v in body.items() if k in fields})
+
+
+def write_meta(folder: str | os.PathLike[str], meta: DatasetMeta) -> Path:
+    """Write ``folder/meta.json`` atomically."""
+    return write_text_atomic(Path(folder) / META_NAME, meta.to_json())
+
+
+def read_meta(folder: str | os.PathLike[str]) -> DatasetMeta:
+    """Read ``folder/meta.json``.
+
+    Raises:
+        MagvitError: the folder or its meta.json is missing or unreadable (with what to do).
+    """
+    folder = Path(folder)
+    path = folder / META_NAME
+    if not folder.is_dir():
+        raise MagvitError(f"dataset folder {folder} does not exist")
+    if not path.is_file():
+        splits = sorted(p.name for p in folder.iterdir() if (p / META_NAME).is_file())
+        hint = (
+            f"it holds the splits {', '.join(splits)}: pass one of {', '.join(str(folder / s) for s in splits)}"
+            if splits
+            else "write one with magvit.data.write_shards / write_synthetic (`magvit data shards|synthetic`); "
+            "shards without meta.json are the remains of an interrupted write"
+        )
+        raise MagvitError(f"{folder} is not a magvit clip dataset (no {META_NAME}); {hint}")
+    try:
+        return DatasetMeta.from_json(path.read_text(encoding="utf-8"))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise MagvitError(f"{path} is not a valid magvit dataset description: {exc}") from exc
+
+
+def list_shard_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The complete shards in ``folder``, sorted (``.partial`` files of an interrupted write are not listed)."""
+    return sorted(Path(folder).glob(SHARD_GLOB))
