@@ -1,0 +1,164 @@
+"""The convolutional encoder and decoder of the VQ tokenizers (MAGVIT paper Sec. 3.1; reference 4.2-4.3).
+
+One implementation serves the 3D-VQ (``spatial_dims=3``, Conv3d, pooling in T where
+``temporal_downsample`` says so) and the per-frame 2D-VQ baseline (``spatial_dims=2``). Both build the
+same module tree, so their parameter names match and a 2D checkpoint inflates into a 3D model.
+
+Encoder (reference 4.2)::
+
+    conv3 (no bias) -> per level i: num_res_blocks x ResBlock(filters*mults[i]), then (not at the last
+    level) avg-pool 2 in H, W and in T iff temporal_downsample[i] -> num_res_blocks x ResBlock
+    -> GN -> swish -> conv1 (bias) to embedding_dim
+
+Decoder (reference 4.3, ``upsample='nearest+conv'``) mirrors it::
+
+    conv3 (bias) to filters*mults[-1] -> num_res_blocks x ResBlock -> per level i from the last:
+    num_res_blocks x ResBlock(filters*mults[i]), then (i > 0) nearest-upsample x2 in H, W and in T iff
+    temporal_downsample[i-1] -> conv3 (bias) -> GN -> swish -> conv3 (bias) to 3 channels
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from magvit.tokenizers.layers import Conv, ResBlock, avg_pool_same, group_norm, upsample_nearest
+
+
+def resample_factors(spatial_dims: int, temporal: bool) -> tuple[int, ...]:
+    """Pool / upsample factors of one level: ``(2, 2, 2)`` or ``(1, 2, 2)`` in 3D, ``(2, 2)`` in 2D."""
+    if spatial_dims == 2:
+        return (2, 2)
+    return (2 if temporal else 1, 2, 2)
+
+
+def _blocks(
+    in_ch: int, out_ch: int, count: int, *, spatial_dims: int, norm_groups: int, padding: str
+) -> nn.ModuleList:
+    """``count`` residual blocks; the first one changes the width from ``in_ch`` to ``out_ch``."""
+    return nn.ModuleList(
+        ResBlock(in_ch if j == 0 else out_ch, out_ch, spatial_dims=spatial_dims, norm_groups=norm_groups, padding=padding)
+        for j in range(count)
+    )
+
+
+class EncoderLevel(nn.Module):
+    """One resolution level of the encoder: residual blocks, then optionally an average pool."""
+
+    def __init__(self, blocks: nn.ModuleList, pool: tuple[int, ...] | None) -> None:
+        super().__init__()
+        self.blocks = blocks
+        self.pool = pool
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x if self.pool is None else avg_pool_same(x, self.pool)
+
+
+class Encoder(nn.Module):
+    """Video (or frame) -> continuous latents ``[N, embedding_dim, *grid]`` (reference 4.2)."""
+
+    def __init__(
+        self,
+        *,
+        spatial_dims: int,
+        filters: int,
+        channel_multipliers: Sequence[int],
+        temporal_downsample: Sequence[bool],
+        num_res_blocks: int,
+        embedding_dim: int,
+        norm_groups: int,
+        padding: str,
+    ) -> None:
+        super().__init__()
+        kw = dict(spatial_dims=spatial_dims, norm_groups=norm_groups, padding=padding)
+        self.conv_in = Conv(3, filters, 3, spatial_dims=spatial_dims, bias=False, padding=padding)
+        levels = []
+        width = filters
+        for i, mult in enumerate(channel_multipliers):
+            out = filters * mult
+            last = i == len(channel_multipliers) - 1
+            pool = None if last else resample_factors(spatial_dims, temporal_downsample[i])
+            levels.append(EncoderLevel(_blocks(width, out, num_res_blocks, **kw), pool))
+            width = out
+        self.levels = nn.ModuleList(levels)
+        self.mid = _blocks(width, width, num_res_blocks, **kw)
+        self.norm_out = group_norm(width, norm_groups)
+        self.conv_out = Conv(width, embedding_dim, 1, spatial_dims=spatial_dims, bias=True, padding=padding)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv_in(x)
+        for level in self.levels:
+            x = level(x)
+        for block in self.mid:
+            x = block(x)
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+
+class DecoderLevel(nn.Module):
+    """One resolution level of the decoder: residual blocks, then optionally upsample + conv."""
+
+    def __init__(self, blocks: nn.ModuleList, upsample: tuple[int, ...] | None, upsample_conv: Conv | None) -> None:
+        super().__init__()
+        self.blocks = blocks
+        self.upsample = upsample
+        self.upsample_conv = upsample_conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x)
+        if self.upsample is None or self.upsample_conv is None:
+            return x
+        return self.upsample_conv(upsample_nearest(x, self.upsample))
+
+
+class Decoder(nn.Module):
+    """Quantized latents ``[N, embedding_dim, *grid]`` -> video (or frame) ``[N, 3, ...]`` (reference 4.3).
+
+    The output is not clipped; the tokenizer clips to [0, 1] in ``decode`` only, so training losses see
+    the raw reconstruction.
+    """
+
+    def __init__(
+        self,
+        *,
+        spatial_dims: int,
+        filters: int,
+        channel_multipliers: Sequence[int],
+        temporal_downsample: Sequence[bool],
+        num_res_blocks: int,
+        embedding_dim: int,
+        norm_groups: int,
+        padding: str,
+    ) -> None:
+        super().__init__()
+        kw = dict(spatial_dims=spatial_dims, norm_groups=norm_groups, padding=padding)
+        width = filters * channel_multipliers[-1]
+        self.conv_in = Conv(embedding_dim, width, 3, spatial_dims=spatial_dims, bias=True, padding=padding)
+        self.mid = _blocks(width, width, num_res_blocks, **kw)
+        levels: dict[str, DecoderLevel] = {}
+        for i in reversed(range(len(channel_multipliers))):
+            out = filters * channel_multipliers[i]
+            blocks = _blocks(width, out, num_res_blocks, **kw)
+            if i > 0:
+                up = resample_factors(spatial_dims, temporal_downsample[i - 1])
+                conv = Conv(out, out, 3, spatial_dims=spatial_dims, bias=True, padding=padding)
+                levels[str(i)] = DecoderLevel(blocks, up, conv)
+            else:
+                levels[str(i)] = DecoderLevel(blocks, None, None)
+            width = out
+        # Keyed by level index so names read like the encoder's (levels.0 is the full-resolution level).
+        self.levels = nn.ModuleDict(levels)
+        self.norm_out = group_norm(width, norm_groups)
+        self.conv_out = Conv(width, 3, 3, spatial_dims=spatial_dims, bias=True, padding=padding)
+
+    def forward(self, z: Tensor) -> Tensor:
+        x = self.conv_in(z)
+        for block in self.mid:
+            x = block(x)
+        for i in reversed(range(len(self.levels))):
+            x = self.levels[str(i)](x)
+        return self.conv_out(F.silu(self.norm_out(x)))

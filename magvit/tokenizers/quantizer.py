@@ -1,0 +1,258 @@
+"""Vector quantizers of the tokenizers (MAGVIT paper Sec. 3.1; reference 4.5).
+
+* :class:`VectorQuantizer` (``"vq"``, the paper's): nearest code by squared L2, straight-through
+  gradients ``q = x + sg(q - x)``, loss ``0.25 mean((sg(q) - x)^2) + 1.0 mean((q - sg(x))^2)
+  + 0.1 entropy``; codebook init ``variance_scaling(1, 'fan_in', 'uniform')``.
+* :class:`LookupFreeQuantizer` (``"lfq"``, MAGVIT-v2, Yu et al. 2024, Sec. 3.1): each latent channel is
+  quantized to its sign, the token is the binary number of the signs, ``codebook_size = 2^dim``.
+
+Both report ``perplexity`` (exp of the entropy of code usage in the batch) and ``usage`` (fraction of
+codes used) so that codebook collapse is visible in the training logs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from magvit.errors import InputError
+
+QUANTIZERS: tuple[str, ...] = ("vq", "lfq")
+
+
+@attrs.frozen
+class QuantizerOutput:
+    """Result of quantizing latents ``[N, D, *grid]``.
+
+    Attributes:
+        quantized: straight-through quantized latents, same shape as the input.
+        tokens: long code ids ``[N, *grid]``.
+        loss: the total quantizer loss (weights applied), a scalar with gradient.
+        commitment_loss, codebook_loss, entropy_loss: the unweighted parts (detached scalars).
+        perplexity: exp(entropy of the batch's code histogram), detached.
+        usage: fraction of the codebook used in the batch, detached.
+    """
+
+    quantized: Tensor
+    tokens: Tensor
+    loss: Tensor
+    commitment_loss: Tensor
+    codebook_loss: Tensor
+    entropy_loss: Tensor
+    perplexity: Tensor
+    usage: Tensor
+
+
+def _channels_last(z: Tensor) -> Tensor:
+    """``[N, D, *grid]`` -> ``[N * prod(grid), D]`` (row-major over the grid)."""
+    return z.movedim(1, -1).reshape(-1, z.shape[1])
+
+
+def _channels_first(flat: Tensor, like: Tensor) -> Tensor:
+    """Inverse of :func:`_channels_last` for a tensor shaped like ``like``."""
+    n, d, *grid = like.shape
+    return flat.reshape(n, *grid, d).movedim(-1, 1)
+
+
+def usage_stats(tokens: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
+    """``(perplexity, usage)`` of the code histogram of ``tokens`` (detached)."""
+    counts = torch.bincount(tokens.reshape(-1), minlength=codebook_size).double()
+    p = counts / counts.sum().clamp_min(1)
+    entropy = -(p * torch.log(p.clamp_min(1e-30))).sum()
+    return entropy.exp().float(), (counts > 0).float().mean()
+
+
+def entropy_loss(logits: Tensor) -> Tensor:
+    """Mean per-sample entropy minus entropy of the batch-mean distribution (reference 4.5).
+
+    Minimising it makes each latent commit to one code (low per-sample entropy) while the batch spreads
+    over many codes (high marginal entropy), which fights codebook collapse.
+    """
+    log_p = F.log_softmax(logits, dim=-1)
+    p = log_p.exp()
+    per_sample = -(p * log_p).sum(-1).mean()
+    avg_p = p.mean(0)
+    marginal = -(avg_p * torch.log(avg_p.clamp_min(1e-30))).sum()
+    return per_sample - marginal
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour VQ with a learned ``[codebook_size, embedding_dim]`` codebook (reference 4.5).
+
+    Args:
+        codebook_size, embedding_dim: the codebook shape (1024 x 256 for B and L).
+        commitment_cost: weight of ``mean((sg(q) - x)^2)`` (0.25).
+        codebook_weight: weight of ``mean((q - sg(x))^2)`` (``embedding_loss_ratio``, 1.0).
+        entropy_weight: weight of :func:`entropy_loss` (0.1); 0 skips its computation.
+        entropy_temperature: affinity ``-distance / temperature`` (0.01).
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        embedding_dim: int,
+        *,
+        commitment_cost: float = 0.25,
+        codebook_weight: float = 1.0,
+        entropy_weight: float = 0.1,
+        entropy_temperature: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if codebook_size < 2 or embedding_dim < 1:
+            raise InputError(f"need codebook_size >= 2 and embedding_dim >= 1, got {codebook_size}, {embedding_dim}")
+        self.codebook_size = codebook_size
+        self.embedding_dim = embedding_dim
+        self.commitment_cost = commitment_cost
+        self.codebook_weight = codebook_weight
+        self.entropy_weight = entropy_weight
+        self.entropy_temperature = entropy_temperature
+        self.codebook = nn.Parameter(torch.empty(codebook_size, embedding_dim))
+
+    def reset_parameters(self, generator: torch.Generator | None) -> None:
+        """``variance_scaling(1.0, 'fan_in', 'uniform')`` (reference 4.5).
+
+        Flax takes fan_in from axis -2 of a 2D array, i.e. the codebook size, so the bound is
+        ``sqrt(3 / codebook_size)``.
+        """
+        bound = math.sqrt(3.0 / self.codebook_size)
+        with torch.no_grad():
+            self.codebook.uniform_(-bound, bound, generator=generator)
+
+    def distances(self, flat: Tensor) -> Tensor:
+        """Squared L2 distances ``[M, codebook_size]`` from ``flat`` ``[M, D]`` to every code."""
+        return (
+            flat.pow(2).sum(1, keepdim=True)
+            - 2 * flat @ self.codebook.t()
+            + self.codebook.pow(2).sum(1)[None, :]
+        )
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        flat = _channels_last(z)
+        dist = self.distances(flat)
+        tokens_flat = dist.argmin(1)
+        q_flat = F.embedding(tokens_flat, self.codebook)
+        commitment = (q_flat.detach() - flat).pow(2).mean()
+        codebook = (q_flat - flat.detach()).pow(2).mean()
+        ent = entropy_loss(-dist / self.entropy_temperature) if self.entropy_weight > 0 else dist.new_zeros(())
+        loss = self.commitment_cost * commitment + self.codebook_weight * codebook + self.entropy_weight * ent
+        q = _channels_first(flat + (q_flat - flat).detach(), z)  # straight-through estimator
+        tokens = tokens_flat.reshape(z.shape[0], *z.shape[2:])
+        perplexity, usage = usage_stats(tokens_flat, self.codebook_size)
+        return QuantizerOutput(
+            q, tokens, loss, commitment.detach(), codebook.detach(), ent.detach(), perplexity, usage
+        )
+
+    def lookup(self, tokens: Tensor) -> Tensor:
+        """Code vectors of ``tokens`` ``[N, *grid]`` as latents ``[N, D, *grid]``."""
+        return F.embedding(tokens, self.codebook).movedim(-1, 1)
+
+
+class LookupFreeQuantizer(nn.Module):
+    """Lookup-free quantization (MAGVIT-v2 Sec. 3.1): ``q = sign(z)``, token = binary number of signs.
+
+    The entropy penalty ``E[H(p(z))] - H(E[p(z)])`` uses ``p(c | z) ~ exp(-|z - c|^2 / temperature)``
+    over the implicit codebook ``{-1, 1}^D``. Because the distance splits over channels, ``p`` factorises
+    into independent bits: the per-sample entropy is the exact sum of per-bit entropies; the batch
+    entropy is approximated by the sum of per-bit marginal entropies (MAGVIT-v2's factorisation).
+    There is no codebook to learn, hence no codebook loss.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        embedding_dim: int,
+        *,
+        commitment_cost: float = 0.25,
+        entropy_weight: float = 0.1,
+        entropy_temperature: float = 0.01,
+    ) -> None:
+        super().__init__()
+        bits = int(round(math.log2(codebook_size))) if codebook_size > 1 else 0
+        if codebook_size < 2 or 2**bits != codebook_size or embedding_dim != bits:
+            raise InputError(
+                f"lfq needs codebook_size = 2^embedding_dim (a power of two), got codebook_size={codebook_size}, "
+                f"embedding_dim={embedding_dim}"
+            )
+        self.codebook_size = codebook_size
+        self.embedding_dim = embedding_dim
+        self.commitment_cost = commitment_cost
+        self.entropy_weight = entropy_weight
+        self.entropy_temperature = entropy_temperature
+        self.register_buffer("bit_values", 2 ** torch.arange(bits), persistent=False)
+
+    def reset_parameters(self, generator: torch.Generator | None) -> None:
+        """No parameters: the codebook is implicit."""
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        flat = _channels_last(z)
+        bits = flat > 0
+        q_flat = bits.to(flat.dtype) * 2 - 1
+        commitment = (q_flat - flat).pow(2).mean()
+        if self.entropy_weight > 0:
+            # Per bit, |z - 1|^2 - |z + 1|^2 = -4z, so logit(bit = 1) = 4 z / temperature.
+            p1 = torch.sigmoid(4 * flat / self.entropy_temperature)
+            per_sample = _binary_entropy(p1).sum(-1).mean()
+            marginal = _binary_entropy(p1.mean(0)).sum()
+            ent = per_sample - marginal
+        else:
+            ent = flat.new_zeros(())
+        loss = self.commitment_cost * commitment + self.entropy_weight * ent
+        q = _channels_first(flat + (q_flat - flat).detach(), z)
+        tokens_flat = (bits.long() * self.bit_values).sum(-1)
+        perplexity, usage = usage_stats(tokens_flat, self.codebook_size)
+        return QuantizerOutput(
+            q,
+            tokens_flat.reshape(z.shape[0], *z.shape[2:]),
+            loss,
+            commitment.detach(),
+            flat.new_zeros(()),
+            ent.detach(),
+            perplexity,
+            usage,
+        )
+
+    def lookup(self, tokens: Tensor) -> Tensor:
+        """``tokens`` ``[N, *grid]`` -> their ``+-1`` sign vectors ``[N, D, *grid]``."""
+        bits = (tokens[..., None] // self.bit_values) % 2
+        return (bits.float() * 2 - 1).movedim(-1, 1)
+
+
+def _binary_entropy(p: Tensor) -> Tensor:
+    """Entropy (nats) of a Bernoulli(p), elementwise."""
+    q = 1 - p
+    return -(p * torch.log(p.clamp_min(1e-30)) + q * torch.log(q.clamp_min(1e-30)))
+
+
+def build_quantizer(
+    kind: str,
+    codebook_size: int,
+    embedding_dim: int,
+    *,
+    commitment_cost: float,
+    entropy_weight: float,
+    entropy_temperature: float,
+    codebook_weight: float = 1.0,
+) -> VectorQuantizer | LookupFreeQuantizer:
+    """Build the quantizer named ``kind`` (``"vq"`` or ``"lfq"``)."""
+    if kind == "vq":
+        return VectorQuantizer(
+            codebook_size,
+            embedding_dim,
+            commitment_cost=commitment_cost,
+            codebook_weight=codebook_weight,
+            entropy_weight=entropy_weight,
+            entropy_temperature=entropy_temperature,
+        )
+    if kind == "lfq":
+        return LookupFreeQuantizer(
+            codebook_size,
+            embedding_dim,
+            commitment_cost=commitment_cost,
+            entropy_weight=entropy_weight,
+            entropy_temperature=entropy_temperature,
+        )
+    raise InputError(f"quantizer must be one of {QUANTIZERS}, got {kind!r}")

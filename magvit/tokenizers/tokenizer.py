@@ -1,0 +1,221 @@
+"""The VQ tokenizer shared by the 3D-VQ and the per-frame 2D-VQ (MAGVIT paper Sec. 3.1; reference 4).
+
+:class:`VQTokenizer` = :class:`~magvit.tokenizers.autoencoder.Encoder` -> quantizer ->
+:class:`~magvit.tokenizers.autoencoder.Decoder`, implementing the :class:`magvit.protocols.Tokenizer`
+protocol with input validation. Subclasses say how a video meets the network: the 3D-VQ feeds
+``[B, 3, T, H, W]`` as is, the 2D-VQ folds T into the batch.
+
+``config`` holds the constructor arguments as plain values (diffusers-style), so
+``get_tokenizer(name, **tokenizer.config)`` rebuilds the same architecture from a checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from magvit.errors import InputError
+from magvit.tokenizers.autoencoder import Decoder, Encoder
+from magvit.tokenizers.layers import check_padding, init_autoencoder_
+from magvit.tokenizers.quantizer import QuantizerOutput, build_quantizer
+
+# Tolerance on the [0, 1] range check: resampling can overshoot by float rounding.
+_RANGE_TOLERANCE = 1e-3
+
+
+@attrs.frozen
+class TokenizerOutput:
+    """What :meth:`VQTokenizer.forward` returns for training.
+
+    Attributes:
+        recon: the reconstruction ``[B, 3, T, H, W]``, not clipped (losses see the raw output).
+        quantizer: the :class:`~magvit.tokenizers.quantizer.QuantizerOutput` (loss, tokens, usage).
+    """
+
+    recon: Tensor
+    quantizer: QuantizerOutput
+
+
+class VQTokenizer(nn.Module):
+    """Encoder + quantizer + decoder; see :class:`~magvit.tokenizers.vq3d.VQ3D` and ``VQ2D``.
+
+    Args:
+        filters: base width (64 for B, 128 for L).
+        channel_multipliers: width multiplier per level; there is one pool per level after the first.
+        temporal_downsample: per pool, whether it also halves T (ignored by the 2D-VQ).
+        num_res_blocks: residual blocks per level, in encoder and decoder alike.
+        codebook_size, embedding_dim: the codebook (1024 x 256).
+        norm_groups: GroupNorm groups (32).
+        padding: conv padding, ``"reflect"`` (paper), ``"zeros"`` (released configs) or ``"replicate"``.
+        quantizer: ``"vq"`` (paper) or ``"lfq"`` (MAGVIT-v2; needs ``codebook_size = 2^embedding_dim``).
+        commitment_cost, entropy_weight, entropy_temperature: quantizer loss settings (reference 4.5).
+        seed: seed of the weight initialisation.
+    """
+
+    spatial_dims: ClassVar[int]
+
+    def __init__(
+        self,
+        *,
+        filters: int,
+        channel_multipliers: Sequence[int],
+        temporal_downsample: Sequence[bool],
+        num_res_blocks: int,
+        codebook_size: int,
+        embedding_dim: int,
+        norm_groups: int,
+        padding: str,
+        quantizer: str,
+        commitment_cost: float,
+        entropy_weight: float,
+        entropy_temperature: float,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        mults = tuple(int(m) for m in channel_multipliers)
+        temporal = tuple(bool(t) for t in temporal_downsample)
+        if len(temporal) != len(mults) - 1:
+            raise InputError(
+                f"temporal_downsample needs one entry per pool (len(channel_multipliers) - 1 = {len(mults) - 1}), "
+                f"got {len(temporal)}"
+            )
+        check_padding(padding)
+        arch = dict(
+            spatial_dims=self.spatial_dims,
+            filters=filters,
+            channel_multipliers=mults,
+            temporal_downsample=temporal,
+            num_res_blocks=num_res_blocks,
+            embedding_dim=embedding_dim,
+            norm_groups=norm_groups,
+            padding=padding,
+        )
+        self.encoder = Encoder(**arch)
+        self.quantizer = build_quantizer(
+            quantizer,
+            codebook_size,
+            embedding_dim,
+            commitment_cost=commitment_cost,
+            entropy_weight=entropy_weight,
+            entropy_temperature=entropy_temperature,
+        )
+        self.decoder = Decoder(**arch)
+        self.codebook_size = codebook_size
+        spatial = 2 ** (len(mults) - 1)
+        time = 2 ** sum(temporal) if self.spatial_dims == 3 else 1
+        self.downsample: tuple[int, int, int] = (time, spatial, spatial)
+        generator = torch.Generator().manual_seed(seed)
+        init_autoencoder_(self, generator)
+        self.quantizer.reset_parameters(generator)
+
+    # -- subclass hooks: how a video meets the network ---------------------------------------
+    def to_network(self, video: Tensor) -> Tensor:
+        """``[B, 3, T, H, W]`` -> the encoder's input layout."""
+        raise NotImplementedError
+
+    def from_network(self, x: Tensor, batch: int) -> Tensor:
+        """The decoder's output (or a latent grid) -> ``[B, C, T, H, W]``."""
+        raise NotImplementedError
+
+    def tokens_from_network(self, tokens: Tensor, batch: int) -> Tensor:
+        """The quantizer's token grid -> ``[B, t, h, w]``."""
+        raise NotImplementedError
+
+    def tokens_to_network(self, tokens: Tensor) -> Tensor:
+        """``[B, t, h, w]`` -> the quantizer's token grid."""
+        raise NotImplementedError
+
+    # -- the Tokenizer protocol ---------------------------------------------------------------
+    def token_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """Token grid ``(t, h, w)`` of a ``frames x height x width`` video; each must divide evenly."""
+        ft, fh, fw = self.downsample
+        if frames < 1 or height < 1 or width < 1 or frames % ft or height % fh or width % fw:
+            raise InputError(
+                f"{type(self).__name__} downsamples (T, H, W) by {self.downsample}: frames must be a positive "
+                f"multiple of {ft} and height/width multiples of {fh}/{fw}; got {frames}x{height}x{width}"
+            )
+        return frames // ft, height // fh, width // fw
+
+    def check_video(self, video: Tensor) -> None:
+        """Raise :class:`InputError` unless ``video`` is float ``[B, 3, T, H, W]`` in [0, 1], divisible."""
+        expected = f"float video [B, 3, T, H, W] in [0, 1] with T % {self.downsample[0]} == 0 and H, W % {self.downsample[1]} == 0"
+        if not isinstance(video, Tensor):
+            raise InputError(f"expected a {expected}, got {type(video).__name__}")
+        if video.dim() != 5 or video.shape[1] != 3:
+            raise InputError(f"expected a {expected}, got shape {tuple(video.shape)}")
+        if not video.is_floating_point():
+            raise InputError(f"expected a {expected}, got dtype {video.dtype} (convert uint8 with video.float() / 255)")
+        if video.shape[0] < 1:
+            raise InputError(f"expected a {expected}, got an empty batch")
+        self.token_shape(*video.shape[2:])
+        lo, hi = video.min().item(), video.max().item()
+        if lo < -_RANGE_TOLERANCE or hi > 1 + _RANGE_TOLERANCE:
+            raise InputError(f"expected a {expected}, got values in [{lo:.3g}, {hi:.3g}]")
+
+    def check_tokens(self, tokens: Tensor) -> None:
+        """Raise :class:`InputError` unless ``tokens`` is an integer ``[B, t, h, w]`` grid of valid ids."""
+        expected = f"integer tokens [B, t, h, w] with ids in [0, {self.codebook_size})"
+        if not isinstance(tokens, Tensor):
+            raise InputError(f"expected {expected}, got {type(tokens).__name__}")
+        if tokens.dim() != 4 or tokens.numel() == 0:
+            raise InputError(f"expected {expected}, got shape {tuple(tokens.shape)}")
+        if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+            raise InputError(f"expected {expected}, got dtype {tokens.dtype}")
+        lo, hi = tokens.min().item(), tokens.max().item()
+        if lo < 0 or hi >= self.codebook_size:
+            raise InputError(f"expected {expected}, got ids in [{lo}, {hi}]")
+
+    @torch.no_grad()
+    def encode(self, video: Tensor) -> Tensor:
+        """Float video ``[B, 3, T, H, W]`` in [0, 1] -> long tokens ``[B, t, h, w]``."""
+        self.check_video(video)
+        out = self.quantize(self.encode_latents(video))
+        return self.tokens_from_network(out.tokens, video.shape[0]).long()
+
+    @torch.no_grad()
+    def decode(self, tokens: Tensor) -> Tensor:
+        """Long tokens ``[B, t, h, w]`` -> video ``[B, 3, T, H, W]`` clipped to [0, 1]."""
+        self.check_tokens(tokens)
+        device = next(self.parameters()).device
+        latents = self.quantizer.lookup(self.tokens_to_network(tokens.long().to(device)))
+        return self.from_network(self.decoder(latents), tokens.shape[0]).clamp(0, 1)
+
+    # -- training -----------------------------------------------------------------------------
+    def encode_latents(self, video: Tensor) -> Tensor:
+        """Continuous encoder output in the network layout (no validation)."""
+        device = next(self.parameters()).device
+        return self.encoder(self.to_network(video.to(device)))
+
+    def quantize(self, latents: Tensor) -> QuantizerOutput:
+        return self.quantizer(latents)
+
+    def forward(self, video: Tensor) -> TokenizerOutput:
+        """Reconstruct ``video`` for training: raw (unclipped) recon plus the quantizer output."""
+        out = self.quantize(self.encode_latents(video))
+        recon = self.from_network(self.decoder(out.quantized), video.shape[0])
+        return TokenizerOutput(recon, out)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments as plain values; ``type(self)(**config)`` rebuilds the architecture."""
+        return dict(self._config)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def fold_time(video: Tensor) -> Tensor:
+    """``[B, C, T, H, W]`` -> ``[B*T, C, H, W]`` (frames as batch, for per-frame 2D networks)."""
+    b, c, t, h, w = video.shape
+    return video.transpose(1, 2).reshape(b * t, c, h, w)
+
+
+def unfold_time(frames: Tensor, batch: int) -> Tensor:
+    """Inverse of :func:`fold_time`: ``[B*T, C, H, W]`` -> ``[B, C, T, H, W]``."""
+    n, c, h, w = frames.shape
+    return frames.reshape(batch, n // batch, c, h, w).transpose(1, 2)
+

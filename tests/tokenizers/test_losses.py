@@ -1,0 +1,79 @@
+"""GAN, R1, LeCam and perceptual losses (reference 4.6-4.7)."""
+
+import math
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from magvit.errors import MagvitError
+from magvit.tokenizers.discriminator import build_discriminator
+from magvit.tokenizers.losses import (
+    LeCam,
+    PerceptualLoss,
+    discriminator_adversarial_loss,
+    generator_adversarial_loss,
+    r1_penalty,
+)
+
+
+def test_non_saturating_losses_exact():
+    assert math.isclose(generator_adversarial_loss(torch.zeros(4)).item(), math.log(2), rel_tol=1e-6)
+    real, fake = torch.tensor([2.0]), torch.tensor([-1.0])
+    expected = math.log1p(math.exp(-2)) + math.log1p(math.exp(-1))
+    assert math.isclose(discriminator_adversarial_loss(real, fake).item(), expected, rel_tol=1e-6)
+
+
+def test_r1_matches_analytic_gradient_of_a_linear_critic():
+    w = torch.tensor([1.0, -2.0, 3.0])
+    penalty, logits = r1_penalty(lambda x: x @ w, torch.rand(5, 3), cost=10.0)
+    assert torch.isclose(penalty, torch.tensor(10.0 * 14.0))
+    assert logits.shape == (5,)
+
+
+def test_r1_is_positive_and_trains_the_discriminator():
+    d = build_discriminator("tiny", 16, frames=4)
+    penalty, _ = r1_penalty(d, torch.rand(2, 3, 4, 16, 16))
+    assert penalty.item() > 0
+    penalty.backward()
+    assert d.conv_in.weight.grad is not None and d.conv_in.weight.grad.abs().sum() > 0
+
+
+def test_lecam_ema_update_and_value():
+    lecam = LeCam(decay=0.9)
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([-2.0, 0.0])
+    assert torch.isclose(lecam(real, fake), torch.tensor(2.0**2 + 1.0**2))  # anchors at 0
+    lecam.update(real, fake)
+    assert torch.isclose(lecam.ema_real, torch.tensor(0.2)) and torch.isclose(lecam.ema_fake, torch.tensor(-0.1))
+    lecam.update(real, fake)
+    assert torch.isclose(lecam.ema_real, torch.tensor(0.9 * 0.2 + 0.2))
+    assert "ema_real" in lecam.state_dict()
+
+
+@pytest.fixture(scope="module")
+def resnet_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "resnet10t.safetensors"
+    net = timm.create_model("resnet10t", pretrained=False)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+def test_perceptual_loss_from_local_file(resnet_file):
+    loss = PerceptualLoss(resnet_file, arch="resnet10t")
+    video = torch.rand(1, 3, 2, 16, 16)
+    assert loss(video, video).item() == 0.0
+    recon = (video + 0.1 * torch.rand_like(video)).clamp(0, 1).requires_grad_(True)
+    value = loss(video, recon)
+    assert value.item() > 0
+    value.backward()
+    assert recon.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in loss.net.parameters())
+    assert not loss.train().net.training
+
+
+def test_perceptual_loss_rejects_mismatched_or_missing_file(resnet_file, tmp_path):
+    with pytest.raises(MagvitError, match="not found"):
+        PerceptualLoss(tmp_path / "nope.pt")
+    with pytest.raises(MagvitError, match="does not match"):
+        PerceptualLoss(resnet_file, arch="resnet18")

@@ -1,0 +1,99 @@
+"""VQGANObjective (reference 4.6-4.8): generator/discriminator steps, EMA, GAN start, perceptual warning."""
+
+import warnings
+
+import pytest
+import torch
+
+from magvit.registry import get_tokenizer
+from magvit.tokenizers.discriminator import build_discriminator
+from magvit.tokenizers.objective import (
+    ADAM_BETAS,
+    LEARNING_RATE,
+    OptimizerSettings,
+    VQGANObjective,
+    build_optimizers,
+    learning_rate,
+)
+
+
+def _objective(**kw) -> VQGANObjective:
+    tokenizer = get_tokenizer("vq3d", preset="tiny")
+    disc = build_discriminator("tiny", 16, frames=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return VQGANObjective(tokenizer, disc, **kw)
+
+
+def test_missing_perceptual_weights_warns_once_not_per_step(make_clips):
+    tokenizer = get_tokenizer("vq3d", preset="tiny")
+    with pytest.warns(UserWarning, match="perceptual loss is off"):
+        objective = VQGANObjective(tokenizer, build_discriminator("tiny", 16, frames=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):
+            objective.generator_loss(make_clips(1, 4, 16))
+
+
+def test_generator_loss_sums_the_terms_and_leaves_discriminator_without_grad(make_clips):
+    objective = _objective()
+    video = make_clips(2, 4, 16)
+    loss, recon, logs = objective.generator_loss(video, step=0)
+    expected = logs["g/l2"] + 0.1 * logs["g/adversarial"] + logs["g/quantizer"]
+    assert abs(loss.item() - expected) < 1e-5 and recon.shape == video.shape
+    assert logs["g/adversarial"] > 0 and logs["g/usage"] > 0 and logs["g/perplexity"] >= 1
+    loss.backward()
+    assert all(p.grad is None for p in objective.discriminator.parameters())
+    assert objective.tokenizer.encoder.conv_in.weight.grad.abs().sum() > 0
+
+
+def test_gan_steps_change_weights_and_lecam_ema(make_clips):
+    objective = _objective(lecam_weight=0.001, lecam_decay=0.9)
+    opt_g, opt_d = build_optimizers(objective)
+    assert opt_d.defaults["betas"] == ADAM_BETAS == (0.0, 0.99) and opt_d.defaults["lr"] == LEARNING_RATE
+    video = make_clips(2, 4, 16)
+    g_before = objective.tokenizer.decoder.conv_out.weight.detach().clone()
+    d_before = objective.discriminator.logit.weight.detach().clone()
+    loss, recon, _ = objective.generator_loss(video)
+    opt_g.zero_grad()
+    loss.backward()
+    opt_g.step()
+    d_loss, logs = objective.discriminator_loss(video, recon)
+    assert logs["d/r1"] > 0 and "d/lecam" in logs
+    opt_d.zero_grad()
+    d_loss.backward()
+    opt_d.step()
+    assert not torch.equal(objective.tokenizer.decoder.conv_out.weight, g_before)
+    assert not torch.equal(objective.discriminator.logit.weight, d_before)
+    assert abs(objective.lecam.ema_real.item() - 0.1 * logs["d/real_logit"]) < 1e-6
+    assert abs(objective.lecam.ema_fake.item() - 0.1 * logs["d/fake_logit"]) < 1e-6
+
+
+def test_discriminator_start_step_gates_gan_terms(make_clips):
+    objective = _objective(discriminator_start_step=10)
+    video = make_clips(1, 4, 16)
+    _, recon, logs = objective.generator_loss(video, step=3)
+    assert logs["g/adversarial"] == 0.0 and not objective.gan_active(3) and objective.gan_active(10)
+    d_loss, _ = objective.discriminator_loss(video, recon, step=3)
+    assert d_loss.item() == 0.0
+
+
+def test_ema_copy_follows_with_decay():
+    objective = _objective(ema_decay=0.9)
+    objective.update_ema()  # first update copies
+    w = objective.tokenizer.decoder.conv_out.bias
+    assert torch.equal(objective.ema_tokenizer.decoder.conv_out.bias, w)
+    with torch.no_grad():
+        w.add_(1.0)
+    objective.update_ema()
+    assert torch.allclose(objective.ema_tokenizer.decoder.conv_out.bias, w - 0.9)
+    assert not any(p.requires_grad for p in objective.ema.parameters())
+    assert objective.ema_tokenizer.encode(torch.rand(1, 3, 4, 16, 16)).shape == (1, 1, 4, 4)
+
+
+def test_learning_rate_schedule():
+    s = OptimizerSettings(warmup_steps=10, total_steps=110)
+    assert learning_rate(5, s) == pytest.approx(0.5e-4)
+    assert learning_rate(10, s) == pytest.approx(1e-4)
+    assert learning_rate(60, s) == pytest.approx(0.5e-4)
+    assert learning_rate(110, s) == pytest.approx(0.0, abs=1e-12)
