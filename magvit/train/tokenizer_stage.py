@@ -1,0 +1,120 @@
+"""Stage one: the VQGAN training of a tokenizer (paper Sec. 3.1; reference 4.6-4.8).
+
+Two phases per step, generator then discriminator, each with Adam lr 1e-4, betas (0, 0.99), no weight
+decay, warm-up then cosine; the trainer keeps an EMA (0.999) of the generator, which is the copy used for
+tokenising (:func:`magvit.pipeline.load_tokenizer`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from magvit import registry
+from magvit.tokenizers.discriminator import build_discriminator
+from magvit.tokenizers.objective import VQGANObjective
+from magvit.train.optim import OptimConfig
+from magvit.train.stage import PhaseSpec, Stage, StepContext
+
+#: Reference 4.8: optax.adamw(lr 1e-4, b1 0, b2 0.99), weight decay unset; no gradient clipping.
+TOKENIZER_OPTIM = OptimConfig(lr=1e-4, betas=(0.0, 0.99), weight_decay=0.0, warmup_steps=0, grad_clip=0.0)
+
+
+class TokenizerStage(Stage):
+    """Train a registered tokenizer (``vq3d``, ``vq2d`` or a plugin's) with the VQGAN objective.
+
+    Args:
+        tokenizer: registry name of the tokenizer.
+        preset: size preset (``tiny``, ``B``, ``L``).
+        resolution: clip height and width (64 or 128 for B/L; tiny takes 32 or 64).
+        frames: frames per clip (the discriminator's input length).
+        tokenizer_options: overrides of the tokenizer preset (e.g. ``{"padding": "zeros"}``).
+        discriminator_options: overrides of the discriminator (e.g. ``{"filters": 32}``).
+        perceptual_weights: local ResNet-50 state-dict file; None turns the perceptual loss off (warned once).
+        l2_weight, perceptual_weight, adversarial_weight: generator loss weights (1, 0.1, 0.1; reference 4.6).
+        r1_cost: R1 penalty cost (10; reference 4.7).
+        lecam_weight: LeCam weight; 0 as in the released configs (the paper uses LeCam without a weight;
+            0.001 is the LeCam paper's suggestion).
+        discriminator_start_step: first step with GAN terms (0 in the released configs).
+        optim: optimiser settings for both networks (reference 4.8).
+        ema_decay: decay of the generator EMA (0.999).
+    """
+
+    name = "tokenizer"
+
+    def __init__(
+        self,
+        tokenizer: str = "vq3d",
+        preset: str = "tiny",
+        resolution: int = 64,
+        frames: int = 16,
+        tokenizer_options: dict[str, Any] | None = None,
+        discriminator_options: dict[str, Any] | None = None,
+        perceptual_weights: str | None = None,
+        l2_weight: float = 1.0,
+        perceptual_weight: float = 0.1,
+        adversarial_weight: float = 0.1,
+        r1_cost: float = 10.0,
+        lecam_weight: float = 0.0,
+        discriminator_start_step: int = 0,
+        optim: OptimConfig = TOKENIZER_OPTIM,
+        ema_decay: float = 0.999,
+    ) -> None:
+        self.tokenizer_name = tokenizer
+        self.tokenizer = registry.get_tokenizer(tokenizer, preset=preset, resolution=resolution, **(tokenizer_options or {}))
+        self.discriminator = build_discriminator(
+            preset, resolution, frames, spatial_dims=3, **(discriminator_options or {})
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.objective = VQGANObjective(
+                self.tokenizer, self.discriminator, perceptual_weights=perceptual_weights,
+                l2_weight=l2_weight, perceptual_weight=perceptual_weight, adversarial_weight=adversarial_weight,
+                r1_cost=r1_cost, lecam_weight=lecam_weight, discriminator_start_step=discriminator_start_step,
+            )
+        for w in caught:  # said once, at start-up (not per step)
+            print(f"note: {w.message}")
+        self.optim, self.ema_decay = optim, ema_decay
+        self._recon: dict[int, Tensor] = {}
+
+    def to(self, device: torch.device) -> TokenizerStage:
+        self.objective.to(device)
+        return self
+
+    def phases(self) -> list[PhaseSpec]:
+        return [
+            PhaseSpec("generator", self.tokenizer, self.optim, self.ema_decay),
+            PhaseSpec("discriminator", self.discriminator, self.optim),
+        ]
+
+    def loss(self, phase: str, model: Any, batch: Any, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+        video = batch.video.to(next(self.tokenizer.parameters()).device)
+        if phase == "generator":
+            loss, recon, logs = self.objective.generator_loss(video, ctx.step, tokenizer=model)
+            self._recon[ctx.micro_batch] = recon.detach()  # the discriminator phase of this step reuses it
+            return loss, logs
+        loss, logs = self.objective.discriminator_loss(video, self._recon.pop(ctx.micro_batch), ctx.step,
+                                                       discriminator=model)
+        return loss, logs
+
+    def model_config(self) -> dict[str, Any]:
+        return {"tokenizer": {"name": self.tokenizer_name, "config": dict(self.tokenizer.config)}}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"lecam": self.objective.lecam.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.objective.lecam.load_state_dict(state["lecam"])
+
+    def samples(self, batch: Any, generator: torch.Generator) -> dict[str, list[Tensor]]:
+        """input | reconstruction of two clips."""
+        was_training = self.tokenizer.training
+        self.tokenizer.eval()
+        try:
+            video = batch.video[:2].to(next(self.tokenizer.parameters()).device)
+            return {"reconstruction": [video, self.tokenizer.decode(self.tokenizer.encode(video))]}
+        finally:
+            self.tokenizer.train(was_training)
