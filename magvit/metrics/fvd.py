@@ -211,14 +211,23 @@ class FrechetVideoDistance(Metric):
         if not isinstance(real, bool):
             raise InputError(f"real must be True (reference videos) or False (generated); got {real!r}")
         check_unit_video(video)
-        feats = self._features(video)
+        self.update_features(self._features(video), real, video.shape[2])
+
+    def update_features(self, feats: Tensor, real: bool, frames: int) -> None:
+        """Add features already computed by :meth:`features` (lets several metrics share the real clips')."""
         side = "real" if real else "fake"
+        feats = feats.to(torch.float64)
         setattr(self, f"{side}_count", getattr(self, f"{side}_count") + feats.shape[0])
         setattr(self, f"{side}_sum", getattr(self, f"{side}_sum") + feats.sum(dim=0))
         setattr(self, f"{side}_outer", getattr(self, f"{side}_outer") + feats.T @ feats)
-        frames = torch.tensor(float(video.shape[2]), dtype=torch.float64, device=self.min_frames.device)
-        self.min_frames = torch.minimum(self.min_frames, frames)
-        self.max_frames = torch.maximum(self.max_frames, frames)
+        t = torch.tensor(float(frames), dtype=torch.float64, device=self.min_frames.device)
+        self.min_frames = torch.minimum(self.min_frames, t)
+        self.max_frames = torch.maximum(self.max_frames, t)
+
+    def features(self, video: Tensor) -> Tensor:
+        """Extractor features ``[B, num_features]`` (float64) of videos in [0, 1], preprocessed as configured."""
+        check_unit_video(video)
+        return self._features(video)
 
     def _distance(self) -> float:
         for side in ("real", "fake"):
