@@ -135,6 +135,17 @@ def _gumbel(shape: torch.Size, generator: torch.Generator, device: Any) -> Tenso
     return -torch.log(-torch.log(u))
 
 
+def _choice_scores(log_probs: Tensor, cur: Tensor, unknown: Tensor, choice_temperature: float, progress: float,
+                   generator: torch.Generator) -> Tensor:
+    """Re-masking scores (reference 3): log-probability of the sampled token plus Gumbel noise annealed
+    linearly as ``choice_temperature * (1 - progress)``; ``+inf`` where a token is already committed, so it
+    is never re-masked."""
+    confidence = log_probs.gather(-1, cur[..., None]).squeeze(-1)
+    confidence = torch.where(unknown, confidence, torch.full_like(confidence, math.inf))
+    noise = _gumbel(confidence.shape, generator, confidence.device)
+    return confidence + choice_temperature * (1.0 - progress) * noise
+
+
 def _check_common(model: Any, steps: int) -> None:
     if steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}")
@@ -215,9 +226,7 @@ def commit_decode(
         # Counted against all N tokens and clipped to [1, unknown - 1] (reference 3).
         count = torch.clamp(torch.full((b,), math.floor(n * gamma), device=device), min=1)
         count = torch.minimum(count, unknown.sum(dim=1) - 1)
-        confidence = log_probs.gather(-1, cur[..., None]).squeeze(-1)
-        confidence = torch.where(unknown, confidence, torch.full_like(confidence, math.inf))
-        score = confidence + choice_temperature * (1.0 - progress) * _gumbel(confidence.shape, generator, device)
+        score = _choice_scores(log_probs, cur, unknown, choice_temperature, progress, generator)
         cutoff = score.sort(dim=1).values.gather(1, (count - 1).clamp(min=0)[:, None])
         remask = (score <= cutoff) & (count > 0)[:, None]
         # COMMIT: masked condition positions get z~ again, other masked positions [MASK].
@@ -277,9 +286,7 @@ def maskgit_decode(
         gamma = float(scheduler.ratio(progress).clamp(MIN_RATIO, 1.0))
         count = torch.floor(unknown_at_start * gamma).long()
         count = torch.clamp(torch.minimum(unknown.sum(dim=1) - 1, count), min=1)
-        confidence = log_probs.gather(-1, cur[..., None]).squeeze(-1)
-        confidence = torch.where(unknown, confidence, torch.full_like(confidence, math.inf))
-        score = confidence + choice_temperature * (1.0 - progress) * _gumbel(confidence.shape, generator, device)
+        score = _choice_scores(log_probs, cur, unknown, choice_temperature, progress, generator)
         cutoff = score.sort(dim=1).values.gather(1, count[:, None])
         remask = score < cutoff
         inputs = torch.where(remask, mask_tokens, cur)
