@@ -113,6 +113,31 @@ def cmd_data_inspect(path: str, grid: str | None = None) -> str:
     return f"{report}\nsample grid: {png}"
 
 
+def cmd_data_tokenize(tokenizer_checkpoint: str, src: str, out: str, tasks: str = "all",
+                      task_options: dict[str, dict[str, Any]] | None = None, prompt_sharing: str = "paper",
+                      token_rule: str = "supervoxel", batch_size: int = 16, device: str | None = None,
+                      store_video: bool | None = None) -> str:
+    """Tokenise a shard folder once with a frozen tokenizer, for training the transformer from tokens.
+
+    Args:
+        tokenizer_checkpoint: tokenizer-stage checkpoint (its EMA weights are used).
+        src: clip-shard folder (with meta.json).
+        out: token-shard folder; re-running the same command resumes an interrupted run.
+        tasks: comma-separated task names, or all; deterministic tasks get cached condition tokens.
+        task_options: per-task constructor arguments, e.g. '{"fp": {"cond_frames": 5}}'.
+        prompt_sharing: paper or code (as in training).
+        token_rule: supervoxel (paper) or analytic (authors' code).
+        batch_size: clips per encoder call.
+        device: cpu or cuda (default: cuda when available).
+        store_video: also store the clips (default: only when a task is not deterministic).
+    """
+    from magvit.data.tokenize import tokenize_shards
+
+    return str(tokenize_shards(tokenizer_checkpoint, src, out, tasks=tasks, task_options=task_options,
+                               prompt_sharing=prompt_sharing, token_rule=token_rule, batch_size=batch_size,
+                               device=device, store_video=store_video))
+
+
 # -- training -----------------------------------------------------------------------------------------
 
 
@@ -129,7 +154,7 @@ def cmd_fit(cfg: Namespace, parser: ArgumentParser) -> str:
         trainer_cfg: TrainerConfig = init.trainer
         data_cfg: DataConfig = init.data
         run_config = _plain(parser.dump(cfg, format="json_indented"))
-        trainer = Trainer(stage, make_data(data_cfg, info), trainer_cfg, info, run_config)
+        trainer = Trainer(stage, make_data(data_cfg, info, stage), trainer_cfg, info, run_config)
         if cfg.resume and trainer.resume():
             print(f"resuming from {trainer.checkpoint_path} at step {trainer.step}", file=sys.stderr)
         elif not cfg.resume and trainer.checkpoint_path.exists():
@@ -279,6 +304,7 @@ DATA: dict[str, Callable[..., str]] = {
     "synthetic": cmd_data_synthetic,
     "shards": cmd_data_shards,
     "inspect": cmd_data_inspect,
+    "tokenize": cmd_data_tokenize,
 }
 
 

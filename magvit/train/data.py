@@ -1,8 +1,14 @@
-"""The training data stream of ``magvit fit``: webdataset shards -> :class:`~magvit.data.VideoBatch`."""
+"""The training data stream of ``magvit fit``: webdataset shards -> batches.
+
+By default the batches are :class:`~magvit.data.VideoBatch` read from ``DataConfig.train``. A stage may
+supply its own stream through a ``data(cfg, info)`` method returning ``epoch -> batches`` (or None for
+the default): the transformer stage does so when it trains from token shards
+(:func:`make_token_data`), with the same batch size, workers, shuffling and resampling settings.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -17,7 +23,7 @@ class DataConfig:
 
     Attributes:
         train: a shard folder (with ``meta.json``, as written by ``magvit data shards/synthetic``), a shard
-            brace pattern, or a list of shard paths.
+            brace pattern, or a list of shard paths. Not read when the stage trains from token shards.
         batch_size: clips per micro-batch per process.
         num_workers: reader processes per training process (0 reads in the training process).
         shuffle_buffer: samples held for shuffling.
@@ -36,17 +42,39 @@ class DataConfig:
     seed: int = 0
 
 
-def make_data(cfg: DataConfig, info: DistInfo) -> Callable[[int], Iterable[Any]]:
-    """``epoch -> iterable of batches``, deterministic in ``epoch`` (what the trainer's resume relies on)."""
+def _loader_options(cfg: DataConfig, info: DistInfo) -> dict[str, Any]:
+    """The reader settings shared by clip and token streams."""
     resampled = info.distributed if cfg.resampled is None else cfg.resampled
-    loader = make_loader(
-        cfg.train, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
-        resampled=resampled, batches_per_epoch=(cfg.batches_per_epoch or 1000) if resampled else cfg.batches_per_epoch,
-        drop_last=True, shuffle_buffer=cfg.shuffle_buffer,
-    )
+    return {
+        "shuffle": True, "seed": cfg.seed, "num_workers": cfg.num_workers, "resampled": resampled,
+        "batches_per_epoch": (cfg.batches_per_epoch or 1000) if resampled else cfg.batches_per_epoch,
+        "drop_last": True, "shuffle_buffer": cfg.shuffle_buffer,
+    }
 
+
+def _per_epoch(loader: Any) -> Callable[[int], Iterable[Any]]:
     def epoch_stream(epoch: int) -> Iterable[Any]:
         loader.set_epoch(epoch)
         return loader
 
     return epoch_stream
+
+
+def make_data(cfg: DataConfig, info: DistInfo, stage: Any = None) -> Callable[[int], Iterable[Any]]:
+    """``epoch -> iterable of batches``, deterministic in ``epoch`` (what the trainer's resume relies on).
+
+    ``stage``: when given and it has a ``data(cfg, info)`` method that returns a stream, that stream is used.
+    """
+    custom = getattr(stage, "data", None)
+    stream = custom(cfg, info) if callable(custom) else None
+    if stream is not None:
+        return stream
+    return _per_epoch(make_loader(cfg.train, cfg.batch_size, **_loader_options(cfg, info)))
+
+
+def make_token_data(cfg: DataConfig, info: DistInfo, folder: str, *, tasks: Sequence[str],
+                    video: bool) -> Callable[[int], Iterable[Any]]:
+    """``epoch -> iterable of`` :class:`~magvit.data.tokens.TokenClipBatch` from a token-shard folder."""
+    from magvit.data.tokens import make_token_loader
+
+    return _per_epoch(make_token_loader(folder, cfg.batch_size, tasks=tasks, video=video, **_loader_options(cfg, info)))

@@ -302,7 +302,6 @@ class Trainer:
 
 
 def _batch_size(batch: Any) -> int:
-    video = getattr(batch, "video", None)
-    if video is None and isinstance(batch, torch.Tensor):
-        video = batch
-    return int(video.shape[0]) if video is not None else 0
+    """Clips in a batch: a video batch's first dimension, else ``len(batch)`` (token batches)."""
+    video = batch if isinstance(batch, torch.Tensor) else getattr(batch, "video", None)
+    return int(video.shape[0]) if video is not None else len(batch)

@@ -4,6 +4,13 @@ Reference 1.5 and 2: one task per step from a fixed shuffled cycle, the real and
 tokenised together by the frozen EMA tokenizer, COMMIT inputs, weighted label-smoothed CE. Optimiser
 (reference 5.4): AdamW lr 1e-4, betas (0.9, 0.96), weight decay 0.045 on kernels, clip 1.0, 5000 warm-up
 steps then cosine.
+
+Token shards (``token_shards``): the stage reads pre-tokenised shards (``magvit data tokenize``) instead
+of clips and feeds the cached ground-truth and condition tokens of the step's task straight to
+:func:`~magvit.objective.token_loss`; the loss is the same as on the fly, without the two encoder passes.
+Tasks whose condition is random (``Task.deterministic`` False) are not cached: for their steps the stored
+clip is tokenised on the fly. The shards must have been made by the same tokenizer checkpoint (sha256),
+for the same clip size, token rule and task arguments; anything else is refused at construction.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ import attrs
 import torch
 from torch import Tensor
 
+from magvit.data.tokens import TokenClipBatch, TokenMeta, read_token_meta
 from magvit.errors import MagvitError
-from magvit.objective import MultiTaskObjective, ObjectiveConfig
+from magvit.objective import MultiTaskObjective, ObjectiveConfig, token_loss
 from magvit.pipeline import MagvitPipeline, load_tokenizer, task_spec
 from magvit.tasks import build_tasks
 from magvit.train.optim import OptimConfig
@@ -52,6 +60,8 @@ class TransformerStage(Stage):
         ema_decay: keep an EMA of the transformer (None: off, as in the reference).
         transformer_options: overrides of the preset (e.g. ``{"dropout": 0.0}``).
         seed: seeds the task cycle and the weight initialisation.
+        token_shards: a token-shard folder (``magvit data tokenize``); when set, ``magvit fit`` trains from
+            it and ``data.train`` is not read (``data``'s batch size, workers and shuffling still apply).
     """
 
     name = "transformer"
@@ -72,6 +82,7 @@ class TransformerStage(Stage):
         ema_decay: float | None = None,
         transformer_options: dict[str, Any] | None = None,
         seed: int = 0,
+        token_shards: str | None = None,
     ) -> None:
         self.tokenizer, self.tokenizer_spec = load_tokenizer(tokenizer_checkpoint)
         self.tokenizer_hash = file_sha256(tokenizer_checkpoint)
@@ -92,6 +103,65 @@ class TransformerStage(Stage):
         self.frames, self.resolution = frames, resolution
         self.optim, self.ema_decay = optim, ema_decay
         self.objective_config = objective
+        self.token_shards = token_shards
+        self.token_meta: TokenMeta | None = None
+        if token_shards is not None:
+            self.token_meta = read_token_meta(token_shards)
+            self._check_token_meta(self.token_meta, tokenizer_checkpoint)
+
+    # -- token shards -------------------------------------------------------------------------
+    @property
+    def cached_tasks(self) -> list[str]:
+        """Configured tasks whose tokens come from the token shards (the deterministic ones)."""
+        return [t.name for t in self.tasks if t.deterministic] if self.token_meta is not None else []
+
+    def _check_token_meta(self, meta: TokenMeta, checkpoint: str) -> None:
+        """Refuse token shards that do not hold what this configuration would compute on the fly."""
+        where = f"token shards {self.token_shards}"
+        redo = (f"re-tokenise with `magvit data tokenize --tokenizer_checkpoint {checkpoint} --src CLIPS --out NEW` "
+                "and the same tasks/task_options")
+        if meta.tokenizer_sha256 != self.tokenizer_hash:
+            raise MagvitError(f"{where}: tokenizer differs: they were made with a checkpoint of sha256 "
+                              f"{meta.tokenizer_sha256[:12]}... ({meta.tokenizer_checkpoint}), this run uses "
+                              f"{checkpoint} (sha256 {self.tokenizer_hash[:12]}...); {redo}")
+        clip = (self.frames, self.resolution, self.resolution)
+        if tuple(meta.clip_shape[:3]) != clip:
+            raise MagvitError(f"{where}: clip size differs: {tuple(meta.clip_shape[:3])} (T, H, W) in the shards, "
+                              f"{clip} in the config (frames, resolution); set those to match or {redo}")
+        grid = tuple(self.tokenizer.token_shape(*clip))
+        if tuple(meta.token_grid) != grid or meta.codebook_size != self.tokenizer.codebook_size:
+            raise MagvitError(f"{where}: token grid differs: {tuple(meta.token_grid)} x {meta.codebook_size} codes in "
+                              f"the shards, {grid} x {self.tokenizer.codebook_size} for this config; {redo}")
+        if meta.token_rule != self.objective_config.token_rule:
+            raise MagvitError(f"{where}: token_rule differs: {meta.token_rule!r} in the shards, "
+                              f"{self.objective_config.token_rule!r} in objective.token_rule; {redo}")
+        stored = {s["name"]: s.get("args", {}) for s in meta.tasks}
+        for task in self.tasks:
+            if not task.deterministic:
+                if not meta.has_video:
+                    raise MagvitError(f"{where}: task {task.name!r} has a random condition and is tokenised on the "
+                                      "fly, but the shards hold no clips; re-tokenise with store_video (or "
+                                      f"with {task.name!r} in the task list); {redo}")
+                continue
+            if task.name not in stored:
+                raise MagvitError(f"{where}: task {task.name!r} is not cached (they hold {', '.join(stored) or 'none'}); "
+                                  f"drop it from model.init_args.tasks or {redo}")
+            # The prompt only picks the transformer's prompt token; it does not change any stored token.
+            ours = {k: v for k, v in task_spec(task)["args"].items() if k != "prompt"}
+            theirs = {k: v for k, v in stored[task.name].items() if k != "prompt"}
+            for key in sorted(set(ours) | set(theirs)):
+                if ours.get(key) != theirs.get(key):
+                    raise MagvitError(f"{where}: task {task.name!r} argument {key} differs: {theirs.get(key)!r} in "
+                                      f"the shards, {ours.get(key)!r} in the config (task_options); {redo}")
+
+    def data(self, cfg: Any, info: Any) -> Any:
+        """The token-shard stream when ``token_shards`` is set (:func:`magvit.train.data.make_data` asks)."""
+        if self.token_shards is None:
+            return None
+        from magvit.train.data import make_token_data
+
+        video = any(not t.deterministic for t in self.tasks)
+        return make_token_data(cfg, info, self.token_shards, tasks=self.cached_tasks, video=video)
 
     def to(self, device: torch.device) -> TransformerStage:
         self.tokenizer.to(device)
@@ -103,9 +173,26 @@ class TransformerStage(Stage):
     def loss(self, phase: str, model: Any, batch: Any, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         device = next(self.transformer.parameters()).device
         labels = batch.label.to(device) if self.transformer.vocab.num_classes else None
-        out = self.objective(model, batch.video.to(device), labels, ctx.step, ctx.generator)
-        return out.loss, {"transformer/loss": float(out.loss), "transformer/masked_acc": float(out.accuracy),
-                          f"task/{out.task}/loss": float(out.loss)}
+        if isinstance(batch, TokenClipBatch):
+            out = self._token_batch_loss(model, batch, labels, ctx, device)
+        else:
+            out = self.objective(model, batch.video.to(device), labels, ctx.step, ctx.generator)
+        return out.loss, {"transformer/loss": float(out.loss.detach()), "transformer/masked_acc": float(out.accuracy),
+                          f"task/{out.task}/loss": float(out.loss.detach())}
+
+    def _token_batch_loss(self, model: Any, batch: TokenClipBatch, labels: Tensor | None, ctx: StepContext,
+                          device: torch.device) -> Any:
+        task = self.objective.task_for_step(ctx.step)
+        if task.deterministic:
+            tokens, cond_tokens, cond_mask = (x.to(device) if x is not None else None for x in batch.for_task(task.name))
+        else:
+            # A random condition cannot be cached: tokenise this step's clips as the on-the-fly path does.
+            if batch.video is None:
+                raise MagvitError(f"task {task.name!r} needs video, but the token batch holds none")
+            tb = self.objective.tokenize(batch.video.to(device), task, ctx.generator)
+            tokens, cond_tokens, cond_mask = tb.tokens, tb.cond_tokens, tb.cond_mask
+        return token_loss(model, tokens, cond_tokens, cond_mask, labels, task, ctx.generator, self.objective.config,
+                          self.objective.scheduler)
 
     def model_config(self) -> dict[str, Any]:
         return {
@@ -137,7 +224,11 @@ class TransformerStage(Stage):
         was_training = self.transformer.training
         self.transformer.eval()
         try:
-            video = batch.video[:2].to(next(self.transformer.parameters()).device)
+            device = next(self.transformer.parameters()).device
+            if getattr(batch, "video", None) is not None:
+                video = batch.video[:2].to(device)
+            else:  # token batches without clips: show the tokenizer's reconstruction as the ground truth
+                video = self.tokenizer.decode(batch.tokens[:2].to(device)).clamp(0, 1)
             out = {}
             for task in self.tasks[:3]:
                 gen = pipe.generate(task, video if task.needs_video else None, batch.label[:2], generator=generator)
