@@ -250,7 +250,7 @@ def tokenize_shards(
     from magvit.masking import TOKEN_RULES
     from magvit.pipeline import load_tokenizer, task_spec
     from magvit.tasks import build_tasks
-    from magvit.train.transformer_stage import file_sha256
+    from magvit.metrics.cache import file_sha256
 
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")

@@ -15,9 +15,7 @@ for the same clip size, token rule and task arguments; anything else is refused 
 
 from __future__ import annotations
 
-import hashlib
 import math
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -26,20 +24,13 @@ from torch import Tensor
 
 from magvit.data.tokens import TokenClipBatch, TokenMeta, read_token_meta
 from magvit.errors import MagvitError
+from magvit.metrics.cache import file_sha256
 from magvit.objective import MultiTaskObjective, ObjectiveConfig, token_loss
 from magvit.pipeline import MagvitPipeline, load_tokenizer, task_spec
 from magvit.tasks import build_tasks
 from magvit.train.optim import OptimConfig
 from magvit.train.stage import PhaseSpec, Stage, StepContext
 from magvit.transformer import MaskedTransformer
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class TransformerStage(Stage):
