@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser, Namespace
 
 from magvit.errors import MagvitError
 
@@ -313,9 +313,22 @@ POSITIONAL = {"inspect"}
 
 
 def _function_parser(fn: Callable[..., Any], positional: bool = False) -> ArgumentParser:
-    p = ArgumentParser(description=(fn.__doc__ or "").split("\n")[0])
-    p.add_function_arguments(fn, as_positional=positional)
-    return p
+    """Arguments from ``fn``'s signature and docstring; booleans are flags (``--train``, ``--no_train``)."""
+    import inspect
+
+    flags = {n: p.default for n, p in inspect.signature(fn).parameters.items() if p.annotation in (bool, "bool")}
+    parser = ArgumentParser(description=(fn.__doc__ or "").split("\n")[0])
+    parser.add_function_arguments(fn, as_positional=positional, skip=set(flags))
+    for name, default in flags.items():
+        parser.add_argument(f"--{name}", action=ActionYesNo, default=default, help=_param_help(fn, name))
+    return parser
+
+
+def _param_help(fn: Callable[..., Any], name: str) -> str:
+    for line in (fn.__doc__ or "").splitlines():
+        if line.strip().startswith(f"{name}:"):
+            return line.strip()[len(name) + 1 :].strip()
+    return ""
 
 
 def fit_parser() -> ArgumentParser:
