@@ -104,10 +104,10 @@ class EvalReport:
 
 
 def _value(metric: Any) -> float | None:
-    try:
-        v = float(metric.compute())
-    except Exception:  # noqa: BLE001 - an empty region has no PSNR
+    """The metric's value, or None when it never saw data (e.g. the condition region of cg)."""
+    if metric.update_count == 0:
         return None
+    v = float(metric.compute())
     return None if math.isnan(v) else v
 
 
