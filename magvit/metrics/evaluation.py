@@ -6,7 +6,9 @@ answer -- the padded condition video decoded as it is by the tokenizer. Scores:
 * ``psnr_generated`` / ``psnr_baseline``: PSNR inside the generated region (outside the condition pixels;
   the whole clip for cg) of the generation / of the trivial answer;
 * ``psnr_condition``: PSNR of the generation inside the condition region, to compare with
-  ``tokenizer_psnr``, the tokenizer's own reconstruction PSNR on the same clips;
+  ``psnr_tokenizer_condition``, the tokenizer's own reconstruction PSNR inside the same region (regions
+  differ in content -- a central box holds more of the moving objects than the dark border -- so the
+  full-clip ``tokenizer_psnr`` is not the yardstick for a region);
 * ``psnr`` and ``ssim`` over the whole clip, and ``fvd`` of generations against the real clips.
 
 The condition pixels are not pasted back by default (reference 3 and 6.4); ``paste_condition=True``
@@ -38,6 +40,7 @@ class TaskScores:
     psnr_generated: float
     psnr_baseline: float
     psnr_condition: float | None
+    psnr_tokenizer_condition: float | None
     psnr: float
     ssim: float
     fvd: float | None
@@ -75,11 +78,11 @@ class EvalReport:
         }
 
     def table(self) -> str:
-        header = ["task", "psnr_gen", "psnr_base", "psnr_cond", "psnr", "ssim", "fvd", "clips"]
-        rows = [[name, s.psnr_generated, s.psnr_baseline, s.psnr_condition, s.psnr, s.ssim, s.fvd, s.num_clips]
-                for name, s in self.tasks.items()]
+        header = ["task", "psnr_gen", "psnr_base", "psnr_cond", "psnr_tok_cond", "psnr", "ssim", "fvd", "clips"]
+        rows = [[name, s.psnr_generated, s.psnr_baseline, s.psnr_condition, s.psnr_tokenizer_condition, s.psnr,
+                 s.ssim, s.fvd, s.num_clips] for name, s in self.tasks.items()]
         avg = self.average()
-        rows.append(["average", avg["psnr_generated"], avg["psnr_baseline"], None, avg["psnr"], avg["ssim"],
+        rows.append(["average", avg["psnr_generated"], avg["psnr_baseline"], None, None, avg["psnr"], avg["ssim"],
                      avg["fvd"], ""])
         fmt = [[c if isinstance(c, str) else ("-" if c is None else f"{c:.2f}" if isinstance(c, float) else str(c))
                 for c in r] for r in rows]
@@ -114,6 +117,7 @@ def _value(metric: Any) -> float | None:
 class _TaskMetrics:
     def __init__(self, fvd: FrechetVideoDistance | None) -> None:
         self.generated, self.baseline, self.condition = MaskedPSNR(), MaskedPSNR(), MaskedPSNR()
+        self.tokenizer_condition = MaskedPSNR()
         self.psnr, self.ssim = VideoPSNR(), VideoSSIM()
         self.fvd = fvd
         self.count = 0
@@ -169,7 +173,8 @@ def evaluate_tasks(
         labels = batch.label[: video.shape[0]]
         if video.shape[0] == 0:
             break
-        tok_psnr.update(pipeline.tokenizer.decode(pipeline.tokenizer.encode(video)).clamp(0, 1), video)
+        recon = pipeline.tokenizer.decode(pipeline.tokenizer.encode(video)).clamp(0, 1)
+        tok_psnr.update(recon, video)
         real_feats = shared.features(video) if shared is not None else None
         for name, task in zip(names, task_objs):
             m = metrics[name]
@@ -187,6 +192,7 @@ def evaluate_tasks(
             m.baseline.update(baseline, video, ~region)
             if region.any():
                 m.condition.update(gen, video, region)
+                m.tokenizer_condition.update(recon, video, region)
             m.psnr.update(gen, video)
             m.ssim.update(gen, video)
             if m.fvd is not None:
@@ -210,6 +216,7 @@ def evaluate_tasks(
             fvd = m.fvd.result().fvd
         scores[name] = TaskScores(
             psnr_generated=_value(m.generated), psnr_baseline=_value(m.baseline), psnr_condition=_value(m.condition),
+            psnr_tokenizer_condition=_value(m.tokenizer_condition),
             psnr=_value(m.psnr), ssim=_value(m.ssim), fvd=fvd, num_clips=m.count,
         )
     protocol = None
@@ -228,13 +235,14 @@ def _fvd_like(shared: FrechetVideoDistance) -> FrechetVideoDistance:
 
 def quality_bar(report: EvalReport, margin_db: float = 1.0) -> dict[str, dict[str, bool]]:
     """The demo's bar (issue 6): per conditional task, generated beats the trivial answer inside the
-    generated region, and the condition region is within ``margin_db`` of the tokenizer's own PSNR."""
+    generated region, and the condition region is within ``margin_db`` of the tokenizer's own PSNR in that
+    region."""
     out = {}
     for name, s in report.tasks.items():
         if s.psnr_condition is None:  # no visual condition (cg): the bar does not apply
             continue
         out[name] = {
             "beats_baseline": s.psnr_generated > s.psnr_baseline,
-            "condition_within_margin": s.psnr_condition >= report.tokenizer_psnr - margin_db,
+            "condition_within_margin": s.psnr_condition >= s.psnr_tokenizer_condition - margin_db,
         }
     return out

@@ -11,9 +11,9 @@ from magvit.metrics.evaluation import EvalReport, TaskScores, evaluate_tasks, qu
 from magvit.pipeline import MagvitPipeline
 
 
-def scores(gen, base, cond):
-    return TaskScores(psnr_generated=gen, psnr_baseline=base, psnr_condition=cond, psnr=20.0, ssim=0.5, fvd=None,
-                      num_clips=4)
+def scores(gen, base, cond, tok_cond=30.0):
+    return TaskScores(psnr_generated=gen, psnr_baseline=base, psnr_condition=cond, psnr_tokenizer_condition=tok_cond,
+                      psnr=20.0, ssim=0.5, fvd=None, num_clips=4)
 
 
 def test_quality_bar_compares_generated_region_and_condition_margin():
@@ -22,8 +22,9 @@ def test_quality_bar_compares_generated_region_and_condition_margin():
         tasks={
             "fp": scores(22.0, 20.0, 29.5),  # beats the trivial answer, condition within 1 dB
             "opc": scores(19.0, 20.0, 29.5),  # worse than the trivial answer
-            "ipc": scores(25.0, 20.0, 28.9),  # condition more than 1 dB below the tokenizer
-            "cg": scores(10.0, 5.0, None),  # no visual condition: the bar does not apply
+            "ipc": scores(25.0, 20.0, 28.9),  # condition more than 1 dB below the tokenizer in that region
+            "opv": scores(25.0, 20.0, 14.5, tok_cond=15.0),  # region is hard for the tokenizer too: passes
+            "cg": scores(10.0, 5.0, None, None),  # no visual condition: the bar does not apply
         },
         paste_condition=False,
         fvd=None,
@@ -33,8 +34,9 @@ def test_quality_bar_compares_generated_region_and_condition_margin():
         "fp": {"beats_baseline": True, "condition_within_margin": True},
         "opc": {"beats_baseline": False, "condition_within_margin": True},
         "ipc": {"beats_baseline": True, "condition_within_margin": False},
+        "opv": {"beats_baseline": True, "condition_within_margin": True},
     }
-    assert report.average()["psnr_generated"] == pytest.approx((22 + 19 + 25 + 10) / 4)
+    assert report.average()["psnr_generated"] == pytest.approx((22 + 19 + 25 + 25 + 10) / 5)
     assert "average" in report.table() and report.to_csv().splitlines()[0].startswith("task,psnr_generated")
 
 
@@ -62,6 +64,7 @@ def test_evaluate_tasks_scores_every_task():
         assert s.num_clips == 4 and s.fvd is not None and s.fvd >= 0
         assert math.isfinite(s.psnr_generated) and math.isfinite(s.psnr_baseline)
     assert report.tasks["cg"].psnr_condition is None  # cg has no condition region
+    assert report.tasks["cg"].psnr_tokenizer_condition is None
     assert report.tasks["fp"].psnr_condition is not None
     # trivial answer for fp = the decoded padded condition video, scored outside the condition pixels
     video = torch.cat([b.video for b in batches])
