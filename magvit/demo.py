@@ -15,6 +15,7 @@ import html
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,11 @@ def _fit(config: Path, overrides: list[str]) -> Path:
     return Path(out) / "last.pt"
 
 
-def train_pipeline(data: Path, work: Path, resume: bool) -> Path:
-    """Train tokenizer then transformer with the tiny configs; returns the saved pipeline."""
+def train_pipeline(data: Path, work: Path, resume: bool, overrides: Sequence[str] = ()) -> Path:
+    """Train tokenizer then transformer with the tiny configs (plus ``overrides``); returns the saved pipeline."""
     from magvit.pipeline import MagvitPipeline
 
-    common = ["--data.train", str(data / "train")] + (["--resume", "true"] if resume else [])
+    common = ["--data.train", str(data / "train"), *overrides] + (["--resume", "true"] if resume else [])
     tok = _fit(ROOT / "configs" / "tiny" / "tokenizer.yaml", [*common, "--trainer.out_dir", str(work / "tokenizer")])
     tr = _fit(ROOT / "configs" / "tiny" / "transformer.yaml",
               [*common, "--trainer.out_dir", str(work / "transformer"), "--model.init_args.tokenizer_checkpoint", str(tok)])
@@ -85,8 +86,8 @@ def fvd_extractor() -> Any:
 
 
 def run_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 16, fvd: bool = True,
-             resume: bool = False) -> str:
-    """Run the demo and return the path of its index.html."""
+             resume: bool = False, train_overrides: Sequence[str] = ()) -> str:
+    """Run the demo and return the path of its index.html (``train_overrides``: extra ``magvit fit`` args)."""
     from magvit.data import make_eval_loader
     from magvit.metrics.evaluation import evaluate_tasks, quality_bar
     from magvit.pipeline import MagvitPipeline
@@ -98,7 +99,7 @@ def run_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 1
     if train or not SHIPPED.exists():
         if not train:
             say(f"no shipped pipeline at {SHIPPED}: training from scratch")
-        path = train_pipeline(data, out_dir / "train", resume)
+        path = train_pipeline(data, out_dir / "train", resume, train_overrides)
     else:
         path = SHIPPED
         say(f"using the shipped pipeline {path} (reproduce it with `magvit demo --train`)")
