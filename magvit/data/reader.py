@@ -46,7 +46,7 @@ import os
 import random
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -327,12 +327,17 @@ class VideoLoader:
         if self.shuffle:
             initial = min(self.shuffle_buffer, max(1, self.shuffle_buffer // 10))
             stages.append(wds.pipelinefilter(_seeded_shuffle)(self.shuffle_buffer, initial, self.seed, epoch))
+        decoder, collate = self.decoder()
         stages += [
-            wds.map(_ClipDecoder(self.source.clip_shape, self.source.num_classes), handler=recorder),
-            wds.batched(self.batch_size, collation_fn=collate_clips, partial=not self.drop_last),
+            wds.map(decoder, handler=recorder),
+            wds.batched(self.batch_size, collation_fn=collate, partial=not self.drop_last),
             wds.pipelinefilter(_with_notices)(recorder),
         ]
         return wds.DataPipeline(*stages)
+
+    def decoder(self) -> tuple[Callable[[dict], Any], Callable[[list], Any]]:
+        """How a raw sample becomes an item and items a batch; subclasses (token shards) override only this."""
+        return _ClipDecoder(self.source.clip_shape, self.source.num_classes), collate_clips
 
     def _stream(self, epoch: int) -> Iterator[_FrameBatch | _SkipNotice]:
         pipeline = self.pipeline(epoch)

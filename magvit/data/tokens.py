@@ -30,25 +30,17 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
 import torch
-import webdataset as wds
 from torch import Tensor
 
 from magvit.data.atomic import write_text_atomic
-from magvit.data.reader import (
-    CorruptSample,
-    SkipRecorder,
-    VideoLoader,
-    _seeded_shuffle,
-    _Source,
-    _with_notices,
-)
+from magvit.data.reader import CorruptSample, VideoLoader, _Source
 from magvit.data.shard_format import CLIP_EXT, LABEL_EXT, META_NAME, ShardInfo, list_shard_files
 from magvit.data.video_io import frames_to_video
 from magvit.errors import InputError, MagvitError
@@ -340,29 +332,13 @@ class TokenLoader(VideoLoader):
     tasks: tuple[str, ...] = ()
     video: bool = False
 
-    def pipeline(self, epoch: int) -> wds.DataPipeline:
-        # The shard and sample stages are VideoLoader.pipeline's, stage for stage (same seeds), so that
-        # shuffling, node/worker splits and resumption behave identically; only decode and collate differ.
+    def decoder(self) -> tuple[Callable[[dict], Any], Callable[[list], Any]]:
+        # The shard, split and shuffle stages are VideoLoader.pipeline's (same seeds), so shuffling,
+        # node/worker splits and resumption behave identically; only decode and collate differ.
         assert self.meta is not None
-        recorder = SkipRecorder()
-        urls = list(self.source.urls)
-        if self.resampled:
-            stages: list[Any] = [wds.ResampledShards(urls, seed=wds.utils.make_seed(self.seed, epoch), deterministic=True)]
-        else:
-            shard_seed = wds.utils.make_seed(self.seed, epoch) if self.shuffle else None
-            stages = [wds.SimpleShardList(urls, seed=shard_seed), wds.split_by_node, wds.split_by_worker]
-        stages.append(wds.tarfile_to_samples(handler=recorder))
-        if self.shuffle:
-            initial = min(self.shuffle_buffer, max(1, self.shuffle_buffer // 10))
-            stages.append(wds.pipelinefilter(_seeded_shuffle)(self.shuffle_buffer, initial, self.seed, epoch))
         decoder = _TokenDecoder(self.meta.token_grid, self.tasks, self.video, self.meta.clip_shape,
                                 self.meta.num_classes, self.meta.task_names)
-        stages += [
-            wds.map(decoder, handler=recorder),
-            wds.batched(self.batch_size, collation_fn=_collate, partial=not self.drop_last),
-            wds.pipelinefilter(_with_notices)(recorder),
-        ]
-        return wds.DataPipeline(*stages)
+        return decoder, _collate
 
 
 def make_token_loader(
