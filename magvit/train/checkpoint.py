@@ -3,7 +3,8 @@
 A checkpoint is a dict of tensors, numbers, strings and nested dicts/lists, so that
 ``torch.load(weights_only=True)`` reads it: never code (DESIGN.md "Conventions"). It is written to a temp
 file in the same folder, fsync'ed, then renamed over the target, so a run killed at any moment leaves
-either the previous complete checkpoint or the new complete one, never a half-written file.
+either the previous complete checkpoint or the new complete one, never a half-written file. (A writer
+killed mid-write leaves its temp file; the next save of the same path removes it -- one writer per path.)
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def save_atomic(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     """``torch.save`` to ``path`` through a temp file + fsync + rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-write
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

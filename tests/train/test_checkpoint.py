@@ -147,3 +147,12 @@ def test_load_module_state_missing_and_unexpected_keys():
     assert msg.startswith("the checkpoint's transformer weights does not match the configured model: ")
     assert "2 missing keys (e.g. 1.bias)" in msg and "1 unexpected keys (e.g. 9.weight)" in msg
     assert "shape mismatches" not in msg and "without --resume" in msg
+
+
+def test_save_removes_a_killed_writers_temp_file(tmp_path):
+    from magvit.train.checkpoint import load, save_atomic
+
+    stale = tmp_path / ".last.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    save_atomic({"step": 3}, tmp_path / "last.pt")
+    assert not stale.exists() and load(tmp_path / "last.pt")["step"] == 3

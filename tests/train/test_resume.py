@@ -70,6 +70,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_data, tokenizer_checkpoi
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr
 
+    assert not list(killed.glob(".last.pt.*.tmp")), "a temp file of the killed writer was left behind"
     a, b = losses(whole), losses(killed)
     assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
     for step in a:
