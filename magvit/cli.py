@@ -7,6 +7,7 @@ exit code 2, never as a traceback; jsonargparse reports bad arguments and unknow
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -153,7 +154,7 @@ def cmd_fit(cfg: Namespace, parser: ArgumentParser) -> str:
         stage = init.model
         trainer_cfg: TrainerConfig = init.trainer
         data_cfg: DataConfig = init.data
-        run_config = _plain(parser.dump(cfg, format="json_indented"))
+        run_config = json.loads(parser.dump(cfg, format="json"))  # plain data for the checkpoint
         trainer = Trainer(stage, make_data(data_cfg, info, stage), trainer_cfg, info, run_config)
         if cfg.resume and trainer.resume():
             print(f"resuming from {trainer.checkpoint_path} at step {trainer.step}", file=sys.stderr)
@@ -166,12 +167,6 @@ def cmd_fit(cfg: Namespace, parser: ArgumentParser) -> str:
         return f"done: step {trainer.step}, checkpoint {trainer.checkpoint_path}" if info.is_main else ""
     finally:
         distributed.teardown()
-
-
-def _plain(text: str) -> dict:
-    import json
-
-    return json.loads(text)
 
 
 def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None, sample: int = 0,

@@ -47,11 +47,6 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def mean_across_ranks(values: dict[str, float], info: DistInfo) -> dict[str, float]:
     """Average logged scalars over ranks (for logs only; gradients are reduced by DDP)."""
     if not info.distributed or not values:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import attrs
 import torch
@@ -59,7 +58,3 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup_steps, total_steps))
-
-
-def trainable(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
-    return [p for m in modules for p in m.parameters() if p.requires_grad]
