@@ -27,7 +27,6 @@ from typing import Any
 import attrs
 import torch
 import torch.nn.functional as F
-from timm.layers import GELUTanh, Mlp
 from torch import Tensor, nn
 
 from magvit.errors import InputError
@@ -185,6 +184,24 @@ class SelfAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, s, d))
 
 
+class FeedForward(nn.Module):
+    """BERT's MLP ``W2 gelu_tanh(W1 x)`` then dropout (reference 5.1); parameters ``fc1``/``fc2``.
+
+    Written here rather than taken from ``timm.layers.Mlp`` (same parameter names, so checkpoints are
+    unchanged): importing timm imports torchvision, torch._dynamo and sympy, which costs ~200 MB of
+    resident memory in every generating process (issue 7 caps generation at 1.5 GB).
+    """
+
+    def __init__(self, hidden_size: int, mlp_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, mlp_dim)
+        self.fc2 = nn.Linear(mlp_dim, hidden_size)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(F.gelu(self.fc1(x), approximate="tanh")))
+
+
 class PostLNBlock(nn.Module):
     """One BERT block, post-LN: ``LN(x + Drop(MHSA(x)))`` then ``LN(x + Drop(MLP(x)))`` (reference 5.1)."""
 
@@ -193,8 +210,7 @@ class PostLNBlock(nn.Module):
         self.attn = SelfAttention(size.hidden_size, size.num_heads, attention_dropout)
         self.attn_drop = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(size.hidden_size, eps=LN_EPS)
-        # timm's Mlp is fc1 -> act -> drop1 -> fc2 -> drop2; BERT drops only after W2, hence (0, dropout).
-        self.mlp = Mlp(size.hidden_size, size.mlp_dim, act_layer=GELUTanh, drop=(0.0, dropout))
+        self.mlp = FeedForward(size.hidden_size, size.mlp_dim, dropout)
         self.norm2 = nn.LayerNorm(size.hidden_size, eps=LN_EPS)
 
     def forward(self, x: Tensor, causal: bool = False, cache: tuple[KVCache, int] | None = None) -> Tensor:
@@ -208,13 +224,12 @@ class TiedHead(nn.Module):
     def __init__(self, hidden_size: int, vocab_size: int) -> None:
         super().__init__()
         self.dense = nn.Linear(hidden_size, hidden_size)
-        self.act = GELUTanh()
         self.norm = nn.LayerNorm(hidden_size, eps=LN_EPS)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, h: Tensor, embedding: Tensor, num_logits: int) -> Tensor:
         # Reference 2.7: only codebook logits are ever used, so only those rows are multiplied.
-        h = self.norm(self.act(self.dense(h)))
+        h = self.norm(F.gelu(self.dense(h), approximate="tanh"))
         return F.linear(h, embedding[:num_logits], self.bias[:num_logits])
 
 

@@ -24,7 +24,17 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from magvit.tokenizers.layers import Conv, ResBlock, avg_pool_same, group_norm, upsample_nearest
+import torch
+
+from magvit.tokenizers.layers import (
+    Conv,
+    ResBlock,
+    avg_pool_same,
+    group_norm,
+    norm_swish_padded,
+    upsample_nearest,
+    upsample_nearest_into,
+)
 
 
 def resample_factors(spatial_dims: int, temporal: bool) -> tuple[int, ...]:
@@ -112,7 +122,14 @@ class DecoderLevel(nn.Module):
             x = block(x)
         if self.upsample is None or self.upsample_conv is None:
             return x
-        return self.upsample_conv(upsample_nearest(x, self.upsample))
+        if torch.is_grad_enabled():
+            return self.upsample_conv(upsample_nearest(x, self.upsample))
+        # Inference: upsample straight into the conv's padded buffer (layers module docstring).
+        size = [s * f for s, f in zip(x.shape[2:], self.upsample)]
+        buf, inner = self.upsample_conv.empty_padded(x, size, x.shape[1])
+        upsample_nearest_into(x, self.upsample, inner)
+        del inner, x
+        return self.upsample_conv.forward_padded(buf)
 
 
 class Decoder(nn.Module):
@@ -161,4 +178,8 @@ class Decoder(nn.Module):
             x = block(x)
         for i in reversed(range(len(self.levels))):
             x = self.levels[str(i)](x)
-        return self.conv_out(F.silu(self.norm_out(x)))
+        if torch.is_grad_enabled():
+            return self.conv_out(F.silu(self.norm_out(x)))
+        buf = norm_swish_padded(self.norm_out, self.conv_out, x)
+        del x
+        return self.conv_out.forward_padded(buf)

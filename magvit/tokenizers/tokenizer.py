@@ -182,7 +182,7 @@ class VQTokenizer(nn.Module):
         self.check_tokens(tokens)
         device = next(self.parameters()).device
         latents = self.quantizer.lookup(self.tokens_to_network(tokens.long().to(device)))
-        return self.from_network(self.decoder(latents), tokens.shape[0]).clamp(0, 1)
+        return self.from_network(self.decoder(latents), tokens.shape[0]).clamp(0, 1).contiguous()
 
     # -- training -----------------------------------------------------------------------------
     def encode_latents(self, video: Tensor) -> Tensor:

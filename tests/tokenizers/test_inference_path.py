@@ -1,0 +1,111 @@
+"""The autograd-free route of the tokenizer layers gives the training route's values (layers module docstring)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from magvit.registry import get_tokenizer
+from magvit.tokenizers.layers import (
+    Conv,
+    ResBlock,
+    fill_border_,
+    group_norm,
+    group_norm_swish_into,
+    pad_same,
+    pointwise_conv,
+    upsample_nearest,
+    upsample_nearest_into,
+)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "zeros", "replicate"])
+@pytest.mark.parametrize(
+    ("size", "kernel"),
+    [((4, 5, 6), (3, 3, 3)), ((1, 5, 2), (3, 3, 3)), ((5, 7), (4, 1)), ((3, 4), (3, 3)), ((2, 3, 3), (4, 4, 4))],
+)
+def test_fill_border_equals_pad_same(mode, size, kernel):
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    conv = Conv(3, 3, kernel[0], spatial_dims=len(size), bias=False, padding=mode)
+    if kernel != (kernel[0],) * len(size):  # non-cubic kernels: only the padding helpers, not a Conv
+        pads = [((k - 1) // 2, k // 2) for k in kernel]
+        buf = torch.full([2, 3] + [s + a + b for s, (a, b) in zip(size, pads)], float("nan"))
+        buf[(slice(None), slice(None)) + tuple(slice(a, a + s) for s, (a, _) in zip(size, pads))] = x
+    else:
+        buf, inner = conv.empty_padded(x, size, 3)
+        buf.fill_(float("nan"))  # every border value must be written
+        inner.copy_(x)
+    assert torch.equal(fill_border_(buf, kernel, mode), pad_same(x, kernel, mode))
+
+
+def test_empty_padded_is_channels_last_and_interior_is_a_view():
+    conv = Conv(4, 4, 3, spatial_dims=3, bias=False)
+    buf, inner = conv.empty_padded(torch.zeros(1, 4, 2, 3, 3), (2, 3, 3), 4)
+    assert buf.shape == (1, 4, 4, 5, 5) and buf.is_contiguous(memory_format=torch.channels_last_3d)
+    buf.zero_()
+    inner.fill_(7.0)
+    assert buf[0, :, 1:3, 1:4, 1:4].eq(7.0).all() and buf.sum() == 7.0 * inner.numel()
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_group_norm_swish_into_matches_modules(spatial_dims):
+    g = torch.Generator().manual_seed(1)
+    norm = group_norm(16, 4)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(16, generator=g))
+        norm.bias.copy_(torch.randn(16, generator=g))
+    x = 3 * torch.randn(2, 16, *(5,) * spatial_dims, generator=g) + 1
+    out = torch.empty_like(x)
+    with torch.no_grad():
+        group_norm_swish_into(norm, x, out)
+    torch.testing.assert_close(out, F.silu(norm(x)), atol=2e-5, rtol=1e-5)
+
+
+def test_upsample_nearest_into_a_strided_view():
+    x = torch.randn(1, 2, 3, 4, 5)
+    buf = torch.zeros(1, 2, 8, 10, 12)
+    upsample_nearest_into(x, (2, 2, 2), buf[:, :, 1:7, 1:9, 1:11])
+    assert torch.equal(buf[:, :, 1:7, 1:9, 1:11], upsample_nearest(x, (2, 2, 2)))
+    assert buf[:, :, 0].abs().sum() == 0  # nothing written outside the view
+    out = torch.empty(1, 2, 3, 8, 10)
+    assert torch.equal(upsample_nearest_into(x, (1, 2, 2), out), upsample_nearest(x, (1, 2, 2)))
+
+
+def test_pointwise_conv_is_a_1x1_convolution_without_copies():
+    x = torch.randn(2, 6, 3, 4, 5).contiguous(memory_format=torch.channels_last_3d)
+    w, b = torch.randn(4, 6, 1, 1, 1), torch.randn(4)
+    out = pointwise_conv(x, w, b)
+    torch.testing.assert_close(out, F.conv3d(x, w, b), atol=1e-5, rtol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize(("cin", "cout"), [(8, 8), (8, 16)])
+@pytest.mark.parametrize("padding", ["reflect", "zeros"])
+def test_resblock_inference_equals_training_route(spatial_dims, cin, cout, padding):
+    torch.manual_seed(0)
+    block = ResBlock(cin, cout, spatial_dims=spatial_dims, norm_groups=4, padding=padding)
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, cin, *(6,) * spatial_dims)
+    trained = block(x)
+    with torch.no_grad():
+        inferred = block(x)
+    assert trained.requires_grad and not inferred.requires_grad
+    torch.testing.assert_close(inferred, trained.detach(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["vq3d", "vq2d"])
+@pytest.mark.parametrize("padding", ["reflect", "zeros", "replicate"])
+def test_tokenizer_encode_decode_match_the_training_forward(name, padding):
+    tok = get_tokenizer(name, preset="tiny", resolution=16, padding=padding).eval()
+    video = torch.rand(2, 3, 8, 16, 16, generator=torch.Generator().manual_seed(0))
+    net_in = tok.to_network(video)
+    latents = tok.encoder(net_in)  # autograd on: the training route
+    quantized = tok.quantize(latents).quantized
+    recon = tok.decoder(quantized)
+    with torch.no_grad():
+        torch.testing.assert_close(tok.encoder(net_in), latents.detach(), atol=1e-4, rtol=1e-4)
+        fast = tok.decoder(quantized)
+    torch.testing.assert_close(fast, recon.detach(), atol=1e-4, rtol=1e-4)
+    decoded = tok.decode(tok.encode(video))
+    assert decoded.shape == video.shape and decoded.is_contiguous()
