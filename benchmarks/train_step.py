@@ -1,10 +1,14 @@
 """One training step of each stage, as FLOP/s fractions of the reference peak.
 
 * tokenizer: generator step (3D-VQ forward, L2 + quantizer + adversarial loss through the discriminator,
-  backward, Adam) then discriminator step (real and fake clips in one pass, R1 penalty with a double
-  backward, Adam); batch 1 clip of 16x128x128 (B; tiny at 32 px with --quick), no perceptual loss file.
+  backward, optimiser step) then discriminator step (real and fake clips in one pass, R1 penalty with a
+  double backward, optimiser step); batch 1 clip of 16x128x128 (B; tiny at 32 px with --quick), no
+  perceptual loss file.
 * transformer: masked-token step of :func:`magvit.objective.token_loss` (task fp, COMMIT masking,
-  dropout on) + backward + AdamW, batch 2, pre-tokenised (the frozen tokenizer's encode is not in it).
+  dropout on) + backward + optimiser step, batch 2, pre-tokenised (the frozen tokenizer's encode is not
+  in it).
+
+Both use the trainer's optimiser (:func:`magvit.train.optim.make_optimizer`: fused AdamW where PyTorch has it).
 
 The fraction uses the model-FLOPs convention ``3 x forward FLOPs`` (forward + 2x for backward) with
 forward FLOPs counted analytically (conv hooks / the transformer formula). The tokenizer step really
@@ -29,6 +33,8 @@ from magvit.objective import token_loss
 from magvit.registry import get_task, get_tokenizer
 from magvit.tokenizers.discriminator import build_discriminator
 from magvit.tokenizers.objective import VQGANObjective
+from magvit.train.optim import OptimConfig, make_optimizer
+from magvit.train.tokenizer_stage import TOKENIZER_OPTIM
 
 TRANSFORMER_BATCH = 2
 
@@ -39,8 +45,8 @@ def tokenizer_step(cfg: Sizes, dev: torch.device, args: argparse.Namespace) -> d
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no perceptual weights": expected, no file on a benchmark machine
         objective = VQGANObjective(tok, disc)
-    opt_g = torch.optim.Adam(tok.parameters(), lr=1e-4, betas=(0.0, 0.99))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=1e-4, betas=(0.0, 0.99))
+    opt_g = make_optimizer(tok, TOKENIZER_OPTIM)  # the trainer's optimiser (fused AdamW where available)
+    opt_d = make_optimizer(disc, TOKENIZER_OPTIM)
     video = torch.rand(1, 3, cfg.frames, cfg.resolution, cfg.resolution,
                        generator=torch.Generator().manual_seed(0)).to(dev)
 
@@ -67,7 +73,7 @@ def tokenizer_step(cfg: Sizes, dev: torch.device, args: argparse.Namespace) -> d
 
 def transformer_step(cfg: Sizes, dev: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     model = maybe_compile(build(cfg, dev).train(), args.compile)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.96), weight_decay=0.045)
+    opt = make_optimizer(model, OptimConfig(lr=1e-4, betas=(0.9, 0.96), weight_decay=0.045))  # reference 5.4
     b, n = TRANSFORMER_BATCH, model.num_tokens
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, model.codebook_size, (b, n), generator=g).to(dev)
