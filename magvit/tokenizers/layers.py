@@ -83,14 +83,17 @@ def fill_border_(buf: Tensor, kernel: Sequence[int], mode: str) -> Tensor:
 
 
 def pointwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """A 1x1(x1) convolution of a channels-last ``x`` as one matmul over its ``[voxels, C]`` view.
+    """A 1x1(x1) convolution as one matmul, without copying ``x`` in either memory layout.
 
-    Channels-last input is already that matrix, so this needs no copy; PyTorch's own conv takes its slow
-    unfold path for 1x1x1 kernels on the CPU and allocates an extra channels-first copy.
+    PyTorch's CPU convolution takes its slow unfold path for 1x1x1 kernels (and oneDNN reorders
+    channels-first input); a 1x1 conv is just ``W @ x`` over the channel axis. Channels-last ``x`` is
+    already a ``[voxels, C]`` matrix, channels-first ``x`` a ``[N, C, voxels]`` batch of them.
     """
-    moved = x.movedim(1, -1)  # [N, *S, C], contiguous for channels-last x
-    out = F.linear(moved, weight.flatten(1), bias)
-    return out.movedim(-1, 1)  # a channels-last view, no copy
+    w = weight.flatten(1)
+    if x.is_contiguous():
+        out = torch.matmul(w, x.flatten(2)).unflatten(2, x.shape[2:])
+        return out if bias is None else out + bias.view(-1, *(1,) * (x.dim() - 2))
+    return F.linear(x.movedim(1, -1), w, bias).movedim(-1, 1)  # channels-last in, channels-last out
 
 
 def group_norm_swish_into(norm: nn.GroupNorm, x: Tensor, out: Tensor) -> Tensor:
@@ -171,7 +174,9 @@ class Conv(nn.Module):
         return tuple(self.weight.shape[2:])
 
     def forward(self, x: Tensor) -> Tensor:
-        if all(k == 1 for k in self.kernel) and x.is_contiguous(memory_format=_CHANNELS_LAST[self.spatial_dims]):
+        if all(k == 1 for k in self.kernel) and (
+            x.is_contiguous() or x.is_contiguous(memory_format=_CHANNELS_LAST[self.spatial_dims])
+        ):
             return pointwise_conv(x, self.weight, self.bias)
         if not torch.is_grad_enabled() and any(k > 1 for k in self.kernel):
             buf, inner = self.empty_padded(x, x.shape[2:], x.shape[1])

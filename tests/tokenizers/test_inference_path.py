@@ -70,12 +70,21 @@ def test_upsample_nearest_into_a_strided_view():
     assert torch.equal(upsample_nearest_into(x, (1, 2, 2), out), upsample_nearest(x, (1, 2, 2)))
 
 
-def test_pointwise_conv_is_a_1x1_convolution_without_copies():
-    x = torch.randn(2, 6, 3, 4, 5).contiguous(memory_format=torch.channels_last_3d)
-    w, b = torch.randn(4, 6, 1, 1, 1), torch.randn(4)
-    out = pointwise_conv(x, w, b)
-    torch.testing.assert_close(out, F.conv3d(x, w, b), atol=1e-5, rtol=1e-5)
-    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_pointwise_conv_is_a_1x1_convolution_without_copies(layout, with_bias):
+    x = torch.randn(2, 6, 3, 4, 5, requires_grad=True)
+    w, b = torch.randn(4, 6, 1, 1, 1, requires_grad=True), torch.randn(4) if with_bias else None
+    inp = x.contiguous(memory_format=torch.channels_last_3d) if layout == "channels_last" else x
+    out = pointwise_conv(inp, w, b)
+    ref = F.conv3d(x, w, b)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last_3d if layout == "channels_last" else torch.contiguous_format)
+    grads = torch.autograd.grad(out.square().sum(), (x, w))
+    for got, want in zip(grads, torch.autograd.grad(ref.square().sum(), (x, w))):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    x2 = torch.randn(3, 6, 4, 4)  # 2D
+    torch.testing.assert_close(pointwise_conv(x2, w[..., 0], b), F.conv2d(x2, w[..., 0], b), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
