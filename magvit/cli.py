@@ -254,7 +254,7 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
     return report.table() + (f"\nwrote {out}/metrics.json and metrics.csv" if out else "")
 
 
-def cmd_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 16, fvd: bool = True,
+def cmd_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 32, fvd: bool = True,
              resume: bool = False) -> str:
     """Run MAGVIT end to end on the embedded synthetic data: train or load, evaluate, write index.html.
 

@@ -1,4 +1,4 @@
-"""`magvit demo --train` end to end with two training steps per stage (the real run takes ~45 min)."""
+"""`magvit demo --train` end to end with two training steps per stage (the real run takes ~65 min)."""
 
 import json
 
