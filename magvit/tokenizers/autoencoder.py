@@ -129,7 +129,7 @@ class DecoderLevel(nn.Module):
         buf, inner = self.upsample_conv.empty_padded(x, size, x.shape[1])
         upsample_nearest_into(x, self.upsample, inner)
         del inner, x
-        return self.upsample_conv.forward_padded(buf)
+        return self.upsample_conv(buf, prepadded=True)
 
 
 class Decoder(nn.Module):
@@ -182,4 +182,4 @@ class Decoder(nn.Module):
             return self.conv_out(F.silu(self.norm_out(x)))
         buf = norm_swish_padded(self.norm_out, self.conv_out, x)
         del x
-        return self.conv_out.forward_padded(buf)
+        return self.conv_out(buf, prepadded=True)

@@ -15,7 +15,7 @@ Inference path (issue 7). When autograd is off (``encode``/``decode``, the froze
 the blocks take a leaner route with the same arithmetic: each 3x3x3 convolution reads a channels-last
 buffer that already holds its padding, and the op before it (GroupNorm + swish, or the nearest
 upsample) writes straight into that buffer's interior (:meth:`Conv.empty_padded`,
-:meth:`Conv.forward_padded`). That removes the ``F.pad`` copy, the separate swish output and oneDNN's
+``conv(buf, prepadded=True)``). That removes the ``F.pad`` copy, the separate swish output and oneDNN's
 channels-first reorders, which on a B decode at 16x128x128 is 3-4 full-resolution activations
 (67-134 MB each) off the peak. Training keeps the plain autograd route; tests check the two agree.
 """
@@ -173,7 +173,12 @@ class Conv(nn.Module):
     def kernel(self) -> tuple[int, ...]:
         return tuple(self.weight.shape[2:])
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, prepadded: bool = False) -> Tensor:
+        """Convolve ``x`` with same-padding; ``prepadded``: ``x`` is a buffer from :meth:`empty_padded` whose
+        interior is written, and only its border is filled here (inference path). Going through the module
+        call either way keeps forward hooks (feature taps, FLOP counters) firing on both paths."""
+        if prepadded:
+            return self._conv_prepadded(x)
         if all(k == 1 for k in self.kernel) and (
             x.is_contiguous() or x.is_contiguous(memory_format=_CHANNELS_LAST[self.spatial_dims])
         ):
@@ -181,24 +186,24 @@ class Conv(nn.Module):
         if not torch.is_grad_enabled() and any(k > 1 for k in self.kernel):
             buf, inner = self.empty_padded(x, x.shape[2:], x.shape[1])
             inner.copy_(x)
-            return self.forward_padded(buf)
+            return self._conv_prepadded(buf)
         x = pad_same(x, self.kernel, self.padding)
         return _CONV[self.spatial_dims](x, self.weight, self.bias)
+
+    def _conv_prepadded(self, buf: Tensor) -> Tensor:
+        fill_border_(buf, self.kernel, self.padding)
+        return _CONV[self.spatial_dims](buf, self.weight, self.bias)
 
     def empty_padded(self, like: Tensor, size: Sequence[int], channels: int) -> tuple[Tensor, Tensor]:
         """An uninitialised channels-last input buffer for a ``size`` input plus its padding, and its interior.
 
-        The caller writes the input into the interior view, then calls :meth:`forward_padded`.
+        The caller writes the input into the interior view, then calls ``conv(buf, prepadded=True)``.
         """
         shape = [like.shape[0], channels] + [s + sum(p) for s, p in zip(size, axis_pads(self.kernel))]
         buf = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_CHANNELS_LAST[self.spatial_dims])
         inner = buf[(slice(None), slice(None)) + tuple(slice(lo, lo + s) for s, (lo, _) in zip(size, axis_pads(self.kernel)))]
         return buf, inner
 
-    def forward_padded(self, buf: Tensor) -> Tensor:
-        """Fill the border of a buffer from :meth:`empty_padded` in ``self.padding`` mode, then a VALID conv."""
-        fill_border_(buf, self.kernel, self.padding)
-        return _CONV[self.spatial_dims](buf, self.weight, self.bias)
 
 
 def lecun_normal_(weight: Tensor, generator: torch.Generator | None) -> None:
@@ -274,10 +279,10 @@ class ResBlock(nn.Module):
 
     def _forward_inference(self, x: Tensor) -> Tensor:
         """Same values, lower peak: GN + swish land in the next conv's padded buffer (module docstring)."""
-        h = self.conv1.forward_padded(norm_swish_padded(self.norm1, self.conv1, x))
+        h = self.conv1(norm_swish_padded(self.norm1, self.conv1, x), prepadded=True)
         buf = norm_swish_padded(self.norm2, self.conv2, h)
         del h  # the conv below reads only the buffer: one activation less at peak
-        h = self.conv2.forward_padded(buf)
+        h = self.conv2(buf, prepadded=True)
         return h.add_(x if self.shortcut is None else self.shortcut(x))
 
 

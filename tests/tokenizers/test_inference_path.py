@@ -118,3 +118,16 @@ def test_tokenizer_encode_decode_match_the_training_forward(name, padding):
     torch.testing.assert_close(fast, recon.detach(), atol=1e-4, rtol=1e-4)
     decoded = tok.decode(tok.encode(video))
     assert decoded.shape == video.shape and decoded.is_contiguous()
+
+
+def test_forward_hooks_fire_once_per_conv_on_both_paths():
+    tok = get_tokenizer("vq3d", preset="tiny", resolution=16).eval()
+    calls = []
+    convs = [m for m in tok.decoder.modules() if isinstance(m, Conv)]
+    for m in convs:
+        m.register_forward_hook(lambda mod, args, out: calls.append(mod))
+    latents = torch.randn(1, tok.config["embedding_dim"], 2, 4, 4)
+    tok.decoder(latents)
+    with torch.no_grad():
+        tok.decoder(latents)
+    assert len(calls) == 2 * len(convs) and set(map(id, calls)) == set(map(id, convs))
