@@ -21,10 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-import torch
 
 from magvit.tokenizers.layers import (
     Conv,

@@ -199,11 +199,11 @@ class Conv(nn.Module):
 
         The caller writes the input into the interior view, then calls ``conv(buf, prepadded=True)``.
         """
-        shape = [like.shape[0], channels] + [s + sum(p) for s, p in zip(size, axis_pads(self.kernel))]
+        pads = axis_pads(self.kernel)
+        shape = [like.shape[0], channels] + [s + lo + hi for s, (lo, hi) in zip(size, pads)]
         buf = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_CHANNELS_LAST[self.spatial_dims])
-        inner = buf[(slice(None), slice(None)) + tuple(slice(lo, lo + s) for s, (lo, _) in zip(size, axis_pads(self.kernel)))]
+        inner = buf[(slice(None), slice(None)) + tuple(slice(lo, lo + s) for s, (lo, _) in zip(size, pads))]
         return buf, inner
-
 
 
 def lecun_normal_(weight: Tensor, generator: torch.Generator | None) -> None:

@@ -79,7 +79,8 @@ def test_pointwise_conv_is_a_1x1_convolution_without_copies(layout, with_bias):
     out = pointwise_conv(inp, w, b)
     ref = F.conv3d(x, w, b)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
-    assert out.is_contiguous(memory_format=torch.channels_last_3d if layout == "channels_last" else torch.contiguous_format)
+    layout_format = torch.channels_last_3d if layout == "channels_last" else torch.contiguous_format
+    assert out.is_contiguous(memory_format=layout_format)
     grads = torch.autograd.grad(out.square().sum(), (x, w))
     for got, want in zip(grads, torch.autograd.grad(ref.square().sum(), (x, w))):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
