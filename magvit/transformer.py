@@ -191,7 +191,9 @@ def attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, p: float, causal: bo
         scores = scores.masked_fill(future, float("-inf"))
     probs = scores.softmax(-1)
     keep, scale = dropout_keep_mask(probs.shape, p, probs.device)
-    return torch.matmul(probs * keep, v * scale)
+    # where, not probs * keep: a bool factor would be converted to a float copy of the L x L matrix,
+    # forward and backward (1.2 s of a 12.8 s B step).
+    return torch.matmul(torch.where(keep, probs, 0.0), v * scale)
 
 
 class SelfAttention(nn.Module):
