@@ -29,6 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from magvit.train import checkpoint as ckpt
 from magvit.train.distributed import DistInfo, mean_across_ranks
+from magvit.train.malloc import keep_freed_memory
 from magvit.train.optim import make_optimizer, make_scheduler
 from magvit.train.stage import PhaseSpec, Stage, StepContext
 
@@ -118,6 +119,8 @@ class Trainer:
     ) -> None:
         self.stage, self.data, self.cfg, self.info = stage, data, cfg, info
         self.run_config = run_config or {}
+        if info.device.type == "cpu":
+            keep_freed_memory()  # reuse each step's large temporaries instead of re-faulting them (malloc.py)
         self.out = Path(cfg.out_dir)
         stage.to(info.device)  # frozen parts (e.g. the transformer stage's tokenizer)
         self.phases = [_Phase(spec, cfg, info) for spec in stage.phases()]
