@@ -8,7 +8,7 @@ free, so the kernel maps and zero-fills those pages again every step (~25 000 pa
 :func:`keep_freed_memory` raises the mmap threshold to 1 GiB and the trim threshold to 2 GiB with
 ``mallopt``, the in-process form of ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``. Measured on
 the B transformer step (benchmarks/README.md): 12.0-15.4 s -> 8.8-10.7 s. The price is resident memory
-that is kept between steps (6.2 GB instead of 5.8 GB peak for that step), which is why only the trainer
+that is kept between steps (that step's peak measured 5.8-6.2 GB with it, 5.8 GB without), which is why only the trainer
 applies it, not generation or evaluation. ``MAGVIT_KEEP_FREED_MEMORY=0`` turns it off.
 """
 
