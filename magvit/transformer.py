@@ -21,7 +21,6 @@ Two baselines of the paper share the module:
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from magvit.dropout import Dropout, attention_with_dropout
 from magvit.errors import InputError
 
 __all__ = ["PRESETS", "KVCache", "MaskedTransformer", "TransformerSize", "Vocabulary", "count_parameters"]
@@ -156,46 +156,6 @@ class KVCache:
         return self.keys[0].shape[2] if self.keys else 0
 
 
-#: Dropout masks are drawn as 16-bit uniforms, so a rate is realised in steps of 2^-16 (0.1 -> 6554 / 65536).
-_MASK_LEVELS = 1 << 16
-
-
-def dropout_keep_mask(shape: Sequence[int], p: float, device: torch.device | str = "cpu") -> tuple[Tensor, float]:
-    """A boolean keep-mask of ``shape`` that drops with probability ``round(p * 2^16) / 2^16``, and the
-    ``1 / P(keep)`` scale that keeps activations unbiased.
-
-    Each 64-bit word of the global torch RNG gives four 16-bit uniforms. On the CPU this draws a mask
-    about 4x faster than ``bernoulli_`` (one generator call per element), which in a B training step is
-    ~10 % of the time (issue 7); the drop rate differs from ``p`` by less than 2^-17.
-    """
-    n = math.prod(shape)
-    drop = round(p * _MASK_LEVELS)
-    if not 0 <= drop < _MASK_LEVELS:
-        raise InputError(f"dropout rate must be in [0, 1), got {p}")
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
-    uniform16 = words.view(torch.int16)[:n].view(tuple(shape))  # uniform on [-2^15, 2^15)
-    return uniform16 >= drop - _MASK_LEVELS // 2, _MASK_LEVELS / (_MASK_LEVELS - drop)
-
-
-def attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, p: float, causal: bool = False) -> Tensor:
-    """``dropout(softmax(q k^T / sqrt(d))) v``, attention dropout as in BERT (reference 5.1), written out.
-
-    For CPU training only: SDPA's fused CPU kernels refuse dropout, and its math fallback spends four
-    extra passes over the ``[B, heads, L, L]`` scores on a NaN-safe softmax and draws the mask with
-    ``bernoulli_``. Here the mask is :func:`dropout_keep_mask` and its ``1 / P(keep)`` scale is applied to
-    ``v`` (``L x d``) instead of the ``L x L`` probabilities. Measured on the B step: see benchmarks/README.
-    """
-    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1))
-    if causal:
-        future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu(1)
-        scores = scores.masked_fill(future, float("-inf"))
-    probs = scores.softmax(-1)
-    keep, scale = dropout_keep_mask(probs.shape, p, probs.device)
-    # where, not probs * keep: a bool factor would be converted to a float copy of the L x L matrix,
-    # forward and backward (1.2 s of a 12.8 s B step).
-    return torch.matmul(torch.where(keep, probs, 0.0), v * scale)
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention through ``scaled_dot_product_attention`` (reference 5.1)."""
 
@@ -240,7 +200,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, mlp_dim)
         self.fc2 = nn.Linear(mlp_dim, hidden_size)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.fc2(F.gelu(self.fc1(x), approximate="tanh")))
@@ -252,7 +212,7 @@ class PostLNBlock(nn.Module):
     def __init__(self, size: TransformerSize, dropout: float, attention_dropout: float) -> None:
         super().__init__()
         self.attn = SelfAttention(size.hidden_size, size.num_heads, attention_dropout)
-        self.attn_drop = nn.Dropout(dropout)
+        self.attn_drop = Dropout(dropout)
         self.norm1 = nn.LayerNorm(size.hidden_size, eps=LN_EPS)
         self.mlp = FeedForward(size.hidden_size, size.mlp_dim, dropout)
         self.norm2 = nn.LayerNorm(size.hidden_size, eps=LN_EPS)
@@ -343,7 +303,7 @@ class MaskedTransformer(nn.Module):
         self.position = nn.Embedding(self.vocab.num_prefix + num_tokens, hidden_size)
         self.segment = nn.Parameter(torch.empty(hidden_size)) if prefix_condition else None
         self.embed_norm = nn.LayerNorm(hidden_size, eps=LN_EPS)
-        self.embed_drop = nn.Dropout(dropout)
+        self.embed_drop = Dropout(dropout)
         self.blocks = nn.ModuleList(PostLNBlock(size, dropout, attention_dropout) for _ in range(num_layers))
         self.head = TiedHead(hidden_size, self.vocab.size)
         self.reset_parameters(torch.Generator().manual_seed(init_seed))

@@ -7,13 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from magvit.errors import InputError
-from magvit.transformer import (
-    MaskedTransformer,
-    Vocabulary,
-    attention_with_dropout,
-    count_parameters,
-    dropout_keep_mask,
-)
+from magvit.transformer import MaskedTransformer, Vocabulary, count_parameters
 
 TEN_PROMPTS = ["fp", "fi", "opc", "oph", "opv", "opd", "ipc", "ipd", "cg", "cfp"]
 
@@ -229,34 +223,7 @@ def test_cache_needs_causal_model_and_room():
         model.step(torch.zeros(1, 15, dtype=torch.long), cache)
 
 
-# -- attention dropout on the CPU (attention_with_dropout) ------------------------------------------
-
-
-def test_dropout_keep_mask_rate_and_unbiased_scale():
-    torch.manual_seed(0)
-    keep, scale = dropout_keep_mask((1000, 1000), 0.1)
-    assert keep.dtype == torch.bool and keep.shape == (1000, 1000)
-    assert scale == 65536 / (65536 - 6554)  # 0.1 is realised as 6554 / 65536
-    rate = 1 - keep.float().mean().item()
-    assert abs(rate - 6554 / 65536) < 4 * (0.1 * 0.9 / 1e6) ** 0.5
-    assert dropout_keep_mask((7, 3), 0.0)[0].all()  # odd sizes: the 16-bit view is cut to the shape
-    with pytest.raises(InputError, match=r"dropout rate must be in \[0, 1\)"):
-        dropout_keep_mask((4,), 1.0)
-
-
-@pytest.mark.parametrize("causal", [False, True])
-def test_attention_with_dropout_is_sdpa_in_expectation(causal):
-    g = torch.Generator().manual_seed(0)
-    q, k, v = torch.randn(3, 1, 2, 12, 8, generator=g).unbind(0)
-    exact = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    torch.testing.assert_close(attention_with_dropout(q, k, v, 0.0, causal), exact, atol=1e-6, rtol=1e-5)
-    torch.manual_seed(1)
-    draws = torch.stack([attention_with_dropout(q, k, v, 0.2, causal) for _ in range(4000)])
-    assert not torch.equal(draws[0], draws[1])
-    # Unbiased (E[mask * scale] = 1): one draw has std <= 0.5 max|v| ~ 1.3 here, so the mean of 4000 is
-    # within 0.1 (5 sigma); a missing 1/P(keep) scale would be off by 20 % of |exact| (up to ~0.4).
-    torch.testing.assert_close(draws.mean(0), exact, atol=0.1, rtol=0)
-    assert (draws.mean(0) / 0.8 - exact).abs().max() > 0.15
+# -- dropout in CPU training (magvit/dropout.py has its own tests) ---------------------------------
 
 
 def test_cpu_training_uses_attention_dropout_and_is_seeded():

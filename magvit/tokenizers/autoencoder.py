@@ -26,9 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from magvit.tokenizers.layers import (
+    SLAB_FRAMES,
     Conv,
     ResBlock,
     avg_pool_same,
+    conv_in_slabs,
     group_norm,
     norm_swish_padded,
     upsample_nearest,
@@ -119,12 +121,21 @@ class DecoderLevel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         for block in self.blocks:
             x = block(x)
+        return self.resample(x)
+
+    def resample(self, x: Tensor) -> Tensor:
+        """The upsample + conv at the end of the level (identity on the full-resolution level)."""
         if self.upsample is None or self.upsample_conv is None:
             return x
         if torch.is_grad_enabled():
             return self.upsample_conv(upsample_nearest(x, self.upsample))
-        # Inference: upsample straight into the conv's padded buffer (layers module docstring).
+        # Inference: upsample straight into the conv's padded buffer (layers module docstring), a temporal
+        # slab at a time for clips: the upsampled clip is the largest tensor of a decode.
         size = [s * f for s, f in zip(x.shape[2:], self.upsample)]
+        if x.dim() == 5 and size[0] > SLAB_FRAMES:
+            ft, spatial = self.upsample[0], self.upsample[1:]
+            return conv_in_slabs(self.upsample_conv, lambda t, dst: upsample_nearest_into(x[:, :, t // ft], spatial, dst),
+                                 x, size, x.shape[1])
         buf, inner = self.upsample_conv.empty_padded(x, size, x.shape[1])
         upsample_nearest_into(x, self.upsample, inner)
         del inner, x
@@ -176,7 +187,17 @@ class Decoder(nn.Module):
         for block in self.mid:
             x = block(x)
         for i in reversed(range(len(self.levels))):
-            x = self.levels[str(i)](x)
+            level = self.levels[str(i)]
+            if torch.is_grad_enabled():
+                x = level(x)
+                continue
+            # Inference: the level's blocks one by one from here, so that each activation is dropped as
+            # soon as the next exists. Inside ``level(x)`` this frame's ``x`` would keep the level's input
+            # (128 MB at B's full resolution) alive through all its blocks. Hooks on the blocks and convs
+            # fire as usual; a hook on a DecoderLevel itself fires on the training path only.
+            for block in level.blocks:
+                x = block(x)
+            x = level.resample(x)
         if torch.is_grad_enabled():
             return self.conv_out(F.silu(self.norm_out(x)))
         buf = norm_swish_padded(self.norm_out, self.conv_out, x)

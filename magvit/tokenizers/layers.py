@@ -23,7 +23,7 @@ in-process trace (full-resolution activations are 67-134 MB each). Training keep
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,13 +61,16 @@ def axis_pads(kernel: Sequence[int]) -> list[tuple[int, int]]:
     return [((k - 1) // 2, k // 2) for k in kernel]
 
 
-def fill_border_(buf: Tensor, kernel: Sequence[int], mode: str) -> Tensor:
+def fill_border_(buf: Tensor, kernel: Sequence[int], mode: str, axes: Sequence[int] | None = None) -> Tensor:
     """Write the "same" padding of ``kernel`` into the border of ``buf`` from its interior, in place.
 
     Axis by axis over the full extent of the others, which is how separable padding composes: the same
     values as :func:`pad_same` on the interior, including its reflect -> replicate fallback on short axes.
+    ``axes``: only these kernel axes (all by default).
     """
     for axis, (lo, hi) in enumerate(axis_pads(kernel)):
+        if axes is not None and axis not in axes:
+            continue
         dim = 2 + axis
         size = buf.shape[dim] - lo - hi
         first, last = lo, lo + size - 1
@@ -96,17 +99,44 @@ def pointwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return F.linear(x.movedim(1, -1), w, bias).movedim(-1, 1)  # channels-last in, channels-last out
 
 
-def group_norm_swish_into(norm: nn.GroupNorm, x: Tensor, out: Tensor) -> Tensor:
-    """``out = swish(GroupNorm(x))`` written into ``out`` (any strides): one pass for the statistics, one
-    write, and swish in place; no intermediate tensor of ``x``'s size (inference path)."""
+def pointwise_conv_add_(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``out += conv1x1(x)`` in place: the residual shortcut of the inference path, without a third
+    activation of ``out``'s size (64 MB at B's full resolution) alive at the block's end."""
+    w = weight.flatten(1)
+    xm, om = x.movedim(1, -1), out.movedim(1, -1)
+    if xm.is_contiguous() and om.is_contiguous():  # channels-last: [voxels, C] matrices
+        om.view(-1, w.shape[0]).addmm_(xm.view(-1, w.shape[1]), w.t())
+    elif x.is_contiguous() and out.is_contiguous():  # channels-first: a batch of [C, voxels] matrices
+        out.view(out.shape[0], w.shape[0], -1).baddbmm_(w.expand(x.shape[0], -1, -1), x.view(x.shape[0], w.shape[1], -1))
+    else:
+        out.add_(pointwise_conv(x, weight, None))
+    if bias is not None:
+        out.add_(bias.view(-1, *(1,) * (x.dim() - 2)))
+    return out
+
+
+def group_norm_affine(norm: nn.GroupNorm, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The per-sample, per-channel ``(scale, shift)`` that ``norm`` applies to ``x`` (shapes ``[N, C]``):
+    ``GroupNorm(x) = x * scale + shift``, with the statistics taken over the whole of ``x``."""
     n, c, g = x.shape[0], x.shape[1], norm.num_groups
     grouped = x.unflatten(1, (g, c // g))
     var, mean = torch.var_mean(grouped, dim=tuple(range(2, grouped.dim())), correction=0)
     scale = norm.weight.view(1, g, c // g) * torch.rsqrt(var + norm.eps)[..., None]
     shift = norm.bias.view(1, g, c // g) - mean[..., None] * scale
-    per_channel = (n, c) + (1,) * (x.dim() - 2)
-    torch.addcmul(shift.reshape(per_channel), x, scale.reshape(per_channel), out=out)
+    return scale.reshape(n, c), shift.reshape(n, c)
+
+
+def affine_swish_into(x: Tensor, scale: Tensor, shift: Tensor, out: Tensor) -> Tensor:
+    """``out = swish(x * scale + shift)`` with per-channel ``[N, C]`` scale and shift, written into ``out``."""
+    per_channel = tuple(scale.shape) + (1,) * (x.dim() - 2)
+    torch.addcmul(shift.view(per_channel), x, scale.view(per_channel), out=out)
     return F.silu(out, inplace=True)
+
+
+def group_norm_swish_into(norm: nn.GroupNorm, x: Tensor, out: Tensor) -> Tensor:
+    """``out = swish(GroupNorm(x))`` written into ``out`` (any strides): one pass for the statistics, one
+    write, and swish in place; no intermediate tensor of ``x``'s size (inference path)."""
+    return affine_swish_into(x, *group_norm_affine(norm, x), out)
 
 
 def upsample_nearest_into(x: Tensor, factors: Sequence[int], out: Tensor) -> Tensor:
@@ -173,12 +203,20 @@ class Conv(nn.Module):
     def kernel(self) -> tuple[int, ...]:
         return tuple(self.weight.shape[2:])
 
-    def forward(self, x: Tensor, prepadded: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, prepadded: bool = False, border_axes: Sequence[int] | None = None, add_to: Tensor | None = None
+    ) -> Tensor:
         """Convolve ``x`` with same-padding; ``prepadded``: ``x`` is a buffer from :meth:`empty_padded` whose
-        interior is written, and only its border is filled here (inference path). Going through the module
-        call either way keeps forward hooks (feature taps, FLOP counters) firing on both paths."""
+        interior is written, and only its border is filled here (inference path), on ``border_axes`` (all
+        by default; a temporal slab brings its own time border). ``add_to`` (1x1 kernels, no autograd):
+        return ``add_to + conv(x)`` accumulated in ``add_to``'s memory. Going through the module call
+        either way keeps forward hooks (feature taps, FLOP counters) firing on both paths."""
+        if add_to is not None:
+            if any(k != 1 for k in self.kernel) or torch.is_grad_enabled():
+                raise InputError("add_to is for 1x1 convolutions without autograd")
+            return pointwise_conv_add_(add_to, x, self.weight, self.bias)
         if prepadded:
-            return self._conv_prepadded(x)
+            return self._conv_prepadded(x, border_axes)
         if all(k == 1 for k in self.kernel) and (
             x.is_contiguous() or x.is_contiguous(memory_format=_CHANNELS_LAST[self.spatial_dims])
         ):
@@ -190,8 +228,8 @@ class Conv(nn.Module):
         x = pad_same(x, self.kernel, self.padding)
         return _CONV[self.spatial_dims](x, self.weight, self.bias)
 
-    def _conv_prepadded(self, buf: Tensor) -> Tensor:
-        fill_border_(buf, self.kernel, self.padding)
+    def _conv_prepadded(self, buf: Tensor, axes: Sequence[int] | None = None) -> Tensor:
+        fill_border_(buf, self.kernel, self.padding, axes)
         return _CONV[self.spatial_dims](buf, self.weight, self.bias)
 
     def empty_padded(self, like: Tensor, size: Sequence[int], channels: int) -> tuple[Tensor, Tensor]:
@@ -204,6 +242,68 @@ class Conv(nn.Module):
         buf = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_CHANNELS_LAST[self.spatial_dims])
         inner = buf[(slice(None), slice(None)) + tuple(slice(lo, lo + s) for s, (lo, _) in zip(size, pads))]
         return buf, inner
+
+
+#: Output frames per temporal slab in :func:`conv_in_slabs` (inference path). With a 3-tap temporal
+#: kernel a slab's buffer holds 4 + 2 frames: 6/16 of a 16-frame clip's full padded input.
+SLAB_FRAMES = 4
+
+
+def padded_source(index: int, size: int, pads: tuple[int, int], mode: str) -> int | None:
+    """The input position that position ``index`` of a same-padded axis holds (``None``: a zero)."""
+    if 0 <= index < size:
+        return index
+    if mode == "zeros":
+        return None
+    if mode == "reflect" and size > max(pads):
+        return -index if index < 0 else 2 * (size - 1) - index
+    return min(max(index, 0), size - 1)  # replicate, and reflect's fallback on short axes (pad_same)
+
+
+def conv_in_slabs(
+    conv: Conv, fill_frame: Callable[[int, Tensor], object], like: Tensor, size: Sequence[int], channels: int
+) -> Tensor:
+    """``conv`` of a ``[N, channels, *size]`` 3D input that is never held whole (inference path).
+
+    The output is computed :data:`SLAB_FRAMES` frames at a time. Each slab's padded buffer receives its
+    input frames, halo included, from ``fill_frame(t, dst)``, which writes input frame ``t`` into the
+    ``[N, channels, H, W]`` view ``dst``; the time border of the clip follows ``conv``'s padding mode
+    (:func:`padded_source`), the spatial border is filled by the conv. Same values as the whole-buffer
+    route (up to the convolution's summation order); the input's peak drops from the full padded clip to
+    one slab's worth, which at the decoder's full resolution is ~100 MB of a B generation (issue 7).
+    """
+    frames = size[0]
+    lo, hi = axis_pads(conv.kernel)[0]
+    out = None
+    for start in range(0, frames, SLAB_FRAMES):
+        stop = min(start + SLAB_FRAMES, frames)
+        buf, _ = conv.empty_padded(like, (stop - start, *size[1:]), channels)
+        inner = buf[(slice(None), slice(None), slice(None)) + tuple(
+            slice(p, p + n) for n, (p, _) in zip(size[1:], axis_pads(conv.kernel)[1:]))]
+        for j in range(buf.shape[2]):
+            source = padded_source(start - lo + j, frames, (lo, hi), conv.padding)
+            if source is None:
+                inner[:, :, j].zero_()
+            else:
+                fill_frame(source, inner[:, :, j])
+        y = conv(buf, prepadded=True, border_axes=(1, 2))
+        del buf, inner
+        if out is None:
+            out = torch.empty((y.shape[0], y.shape[1], frames, *y.shape[3:]), dtype=y.dtype, device=y.device,
+                              memory_format=torch.channels_last_3d)
+        out[:, :, start:stop] = y
+    assert out is not None
+    return out
+
+
+def norm_swish_conv(norm: nn.GroupNorm, conv: Conv, x: Tensor) -> Tensor:
+    """``conv(swish(norm(x)))`` on the inference path: 3D clips longer than a slab go through
+    :func:`conv_in_slabs`, anything else through one padded buffer."""
+    if conv.spatial_dims != 3 or x.shape[2] <= SLAB_FRAMES:
+        return conv(norm_swish_padded(norm, conv, x), prepadded=True)
+    scale, shift = group_norm_affine(norm, x)  # statistics over the whole clip, as GroupNorm takes them
+    return conv_in_slabs(conv, lambda t, dst: affine_swish_into(x[:, :, t], scale, shift, dst), x, x.shape[2:],
+                         x.shape[1])
 
 
 def lecun_normal_(weight: Tensor, generator: torch.Generator | None) -> None:
@@ -279,11 +379,11 @@ class ResBlock(nn.Module):
 
     def _forward_inference(self, x: Tensor) -> Tensor:
         """Same values, lower peak: GN + swish land in the next conv's padded buffer (module docstring)."""
-        h = self.conv1(norm_swish_padded(self.norm1, self.conv1, x), prepadded=True)
+        h = norm_swish_conv(self.norm1, self.conv1, x)
         buf = norm_swish_padded(self.norm2, self.conv2, h)
         del h  # the conv below reads only the buffer: one activation less at peak
         h = self.conv2(buf, prepadded=True)
-        return h.add_(x if self.shortcut is None else self.shortcut(x))
+        return h.add_(x) if self.shortcut is None else self.shortcut(x, add_to=h)
 
 
 def norm_swish_padded(norm: nn.GroupNorm, conv: Conv, x: Tensor) -> Tensor:

@@ -4,14 +4,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from magvit.errors import InputError
 from magvit.registry import get_tokenizer
 from magvit.tokenizers.layers import (
+    SLAB_FRAMES,
     Conv,
     ResBlock,
+    conv_in_slabs,
     fill_border_,
     group_norm,
     group_norm_swish_into,
+    norm_swish_conv,
+    norm_swish_padded,
     pad_same,
+    padded_source,
     pointwise_conv,
     upsample_nearest,
     upsample_nearest_into,
@@ -121,14 +127,83 @@ def test_tokenizer_encode_decode_match_the_training_forward(name, padding):
     assert decoded.shape == video.shape and decoded.is_contiguous()
 
 
-def test_forward_hooks_fire_once_per_conv_on_both_paths():
+def test_forward_hooks_see_every_conv_output_on_both_paths():
+    # The inference path calls a conv once per temporal slab (conv_in_slabs): the hooks must still see
+    # every conv, and together the whole of its output, so FLOP counters and feature taps add up.
     tok = get_tokenizer("vq3d", preset="tiny", resolution=16).eval()
-    calls = []
+    seen = {True: {}, False: {}}
     convs = [m for m in tok.decoder.modules() if isinstance(m, Conv)]
     for m in convs:
-        m.register_forward_hook(lambda mod, args, out: calls.append(mod))
+        m.register_forward_hook(
+            lambda mod, args, out: seen[torch.is_grad_enabled()].setdefault(id(mod), []).append(out.numel()))
     latents = torch.randn(1, tok.config["embedding_dim"], 2, 4, 4)
     tok.decoder(latents)
     with torch.no_grad():
         tok.decoder(latents)
-    assert len(calls) == 2 * len(convs) and set(map(id, calls)) == set(map(id, convs))
+    assert set(seen[True]) == set(seen[False]) == set(map(id, convs))
+    assert all(len(calls) == 1 for calls in seen[True].values())
+    assert {k: sum(v) for k, v in seen[False].items()} == {k: v[0] for k, v in seen[True].items()}
+    assert any(len(calls) > 1 for calls in seen[False].values())  # 8 output frames: two slabs
+
+
+# -- temporal slabs (conv_in_slabs) ------------------------------------------------------------------
+
+
+def test_padded_source_follows_pad_same():
+    for mode in ("reflect", "replicate", "zeros"):
+        for size in (1, 2, 5):
+            axis = torch.arange(size, dtype=torch.float32).view(1, 1, size) + 1  # 1-based, 0 marks a zero pad
+            want = pad_same(axis, (3,), mode).flatten().tolist()  # positions -1 .. size
+            got = [0.0 if (i := padded_source(t, size, (1, 1), mode)) is None else i + 1.0 for t in range(-1, size + 1)]
+            assert got == want, (mode, size)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "zeros", "replicate"])
+@pytest.mark.parametrize("frames", [SLAB_FRAMES + 1, 2 * SLAB_FRAMES, 11])
+def test_conv_in_slabs_equals_one_buffer(mode, frames):
+    g = torch.Generator().manual_seed(0)
+    conv = Conv(3, 5, 3, spatial_dims=3, bias=True, padding=mode)
+    torch.nn.init.normal_(conv.weight, generator=g)
+    x = torch.randn(2, 3, frames, 6, 7, generator=g)
+    with torch.no_grad():
+        want = conv(x)
+        got = conv_in_slabs(conv, lambda t, dst: dst.copy_(x[:, :, t]), x, x.shape[2:], 3)
+    assert got.shape == want.shape and got.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_norm_swish_conv_takes_statistics_over_the_whole_clip():
+    g = torch.Generator().manual_seed(1)
+    norm = group_norm(8, 4)
+    torch.nn.init.normal_(norm.weight, generator=g)
+    conv = Conv(8, 6, 3, spatial_dims=3, bias=False, padding="reflect")
+    torch.nn.init.normal_(conv.weight, generator=g)
+    # frames differ in scale, so per-slab statistics would give visibly different values
+    x = torch.randn(1, 8, 3 * SLAB_FRAMES, 5, 5, generator=g) * torch.linspace(0.1, 5, 3 * SLAB_FRAMES).view(1, 1, -1, 1, 1)
+    with torch.no_grad():
+        want = conv(F.silu(norm(x)))
+        torch.testing.assert_close(norm_swish_conv(norm, conv, x), want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(conv(norm_swish_padded(norm, conv, x), prepadded=True), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first", "mixed"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_pointwise_conv_add_accumulates_in_place(layout, bias):
+    g = torch.Generator().manual_seed(2)
+    conv = Conv(6, 4, 1, spatial_dims=3, bias=bias)
+    torch.nn.init.normal_(conv.weight, generator=g)
+    if bias:
+        torch.nn.init.normal_(conv.bias, generator=g)
+    x = torch.randn(2, 6, 3, 4, 5, generator=g)
+    base = torch.randn(2, 4, 3, 4, 5, generator=g)
+    want = base + F.conv3d(x, conv.weight, conv.bias)
+    if layout != "channels_first":
+        base = base.contiguous(memory_format=torch.channels_last_3d)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        got = conv(x, add_to=base)
+    assert got.data_ptr() == base.data_ptr()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(InputError, match="1x1"):
+        Conv(6, 4, 3, spatial_dims=3, bias=False)(x, add_to=base)
