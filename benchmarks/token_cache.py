@@ -30,7 +30,7 @@ from magvit.data.tokenize import tokenize_shards
 from magvit.train import checkpoint as ckpt
 from magvit.train.data import DataConfig, make_data
 from magvit.train.distributed import DistInfo
-from magvit.train.malloc import keep_freed_memory
+from magvit.malloc import keep_freed_memory
 from magvit.train.optim import make_optimizer
 from magvit.train.stage import StepContext
 from magvit.train.transformer_stage import TransformerStage
@@ -67,7 +67,7 @@ def token_cache_speedup(preset: str = "B", resolution: int = 128, batch_size: in
         tasks: the configured tasks; every task but cg costs the same encoder passes on the fly.
     """
     torch.manual_seed(seed)
-    keep_freed_memory()  # as the Trainer does on the CPU (magvit/train/malloc.py)
+    keep_freed_memory()  # as the Trainer does on the CPU (magvit/malloc.py)
     with tempfile.TemporaryDirectory(prefix="magvit-token-bench-") as tmp:
         root = Path(tmp)
         # One batch per epoch: the stream cycles over the same clips (reading cost is per step either way).

@@ -9,7 +9,7 @@
   in it).
 
 Both use the trainer's optimiser (:func:`magvit.train.optim.make_optimizer`: fused AdamW where PyTorch has it)
-and, on the CPU, the trainer's allocator setting (:func:`magvit.train.malloc.keep_freed_memory`).
+and, on the CPU, the trainer's allocator setting (:func:`magvit.malloc.keep_freed_memory`).
 
 The fraction uses the model-FLOPs convention ``3 x forward FLOPs`` (forward + 2x for backward) with
 forward FLOPs counted analytically (conv hooks / the transformer formula). The tokenizer step really
@@ -34,7 +34,7 @@ from magvit.objective import token_loss
 from magvit.registry import get_task, get_tokenizer
 from magvit.tokenizers.discriminator import build_discriminator
 from magvit.tokenizers.objective import VQGANObjective
-from magvit.train.malloc import keep_freed_memory
+from magvit.malloc import keep_freed_memory
 from magvit.train.optim import OptimConfig, make_optimizer
 from magvit.train.tokenizer_stage import TOKENIZER_OPTIM
 
@@ -43,7 +43,7 @@ TRANSFORMER_BATCH = 2
 
 def tokenizer_step(cfg: Sizes, dev: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     if dev.type == "cpu":
-        keep_freed_memory()  # as the Trainer does on the CPU (magvit/train/malloc.py)
+        keep_freed_memory()  # as the Trainer does on the CPU (magvit/malloc.py)
     tok = get_tokenizer("vq3d", preset=cfg.preset, resolution=cfg.resolution).to(dev).train()
     disc = build_discriminator(cfg.preset, cfg.resolution, cfg.frames).to(dev).train()
     with warnings.catch_warnings():
@@ -77,7 +77,7 @@ def tokenizer_step(cfg: Sizes, dev: torch.device, args: argparse.Namespace) -> d
 
 def transformer_step(cfg: Sizes, dev: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     if dev.type == "cpu":
-        keep_freed_memory()  # as the Trainer does on the CPU (magvit/train/malloc.py)
+        keep_freed_memory()  # as the Trainer does on the CPU (magvit/malloc.py)
     model = maybe_compile(build(cfg, dev).train(), args.compile)
     opt = make_optimizer(model, OptimConfig(lr=1e-4, betas=(0.9, 0.96), weight_decay=0.045))  # reference 5.4
     b, n = TRANSFORMER_BATCH, model.num_tokens

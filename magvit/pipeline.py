@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from magvit import registry
 from magvit.decoding import commit_decode, maskgit_decode
 from magvit.errors import InputError, MagvitError
+from magvit.malloc import release_freed_memory
 from magvit.masking import task_token_mask
 from magvit.protocols import Condition, Task
 from magvit.tasks import build_tasks
@@ -211,6 +212,10 @@ class MagvitPipeline:
         )
         grid = self.tokenizer.token_shape(self.frames, self.resolution, self.resolution) if video is None \
             else self.tokenizer.token_shape(*video.shape[2:])
+        if tokens.device.type == "cpu":
+            # The decoder's full-resolution activations are the peak of a generation; give the heap pages
+            # the decoding loop freed back first (magvit/malloc.py, issue 7).
+            release_freed_memory()
         out = self.tokenizer.decode(tokens.reshape(batch, *grid)).clamp(0, 1)
         if paste_condition and cond is not None:
             out = torch.where(cond.mask, video, out)

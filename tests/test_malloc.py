@@ -1,4 +1,4 @@
-"""magvit.train.malloc: the trainer's glibc allocator setting (its speed effect is measured in benchmarks/)."""
+"""magvit.malloc: the glibc heap settings of training and generation (speed and memory effects: benchmarks/)."""
 
 import resource
 import subprocess
@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from magvit.train import malloc
+from magvit import malloc
 
 _PROBE = """
 import ctypes, ctypes.util, resource
-from magvit.train.malloc import keep_freed_memory
+from magvit.malloc import keep_freed_memory
 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
@@ -45,3 +45,29 @@ def test_freed_large_blocks_are_reused_after_the_setting():
 def test_switch_off_by_environment(monkeypatch):
     monkeypatch.setenv(malloc.ENV_SWITCH, "0")
     assert malloc.keep_freed_memory() is False
+
+
+_RELEASE_PROBE = """
+import ctypes, ctypes.util
+from magvit.malloc import keep_freed_memory, release_freed_memory
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+
+def rss_kb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+assert keep_freed_memory()  # freed blocks stay in the heap, resident
+p = libc.malloc(64 << 20); libc.memset(p, 1, 64 << 20); libc.free(p)
+kept = rss_kb()
+assert release_freed_memory()
+print(kept - rss_kb())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim")
+def test_release_freed_memory_returns_free_heap_pages():
+    out = subprocess.run([sys.executable, "-c", _RELEASE_PROBE], capture_output=True, text=True, check=True, timeout=120)
+    assert int(out.stdout) > 0.9 * (64 << 10)  # kB: the freed 64 MB block left the resident set
