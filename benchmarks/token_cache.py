@@ -27,10 +27,10 @@ import torch
 from magvit import registry
 from magvit.data import write_synthetic
 from magvit.data.tokenize import tokenize_shards
+from magvit.malloc import keep_freed_memory
 from magvit.train import checkpoint as ckpt
 from magvit.train.data import DataConfig, make_data
 from magvit.train.distributed import DistInfo
-from magvit.malloc import keep_freed_memory
 from magvit.train.optim import make_optimizer
 from magvit.train.stage import StepContext
 from magvit.train.transformer_stage import TransformerStage

@@ -30,11 +30,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.common import TASKS, Sizes, autocast, child_main, interleaved, maybe_compile, peak_rss_gb
 from benchmarks.flops import ConvFlops, transformer_forward_flops
 from benchmarks.transformer_forward import build
+from magvit.malloc import keep_freed_memory
 from magvit.objective import token_loss
 from magvit.registry import get_task, get_tokenizer
 from magvit.tokenizers.discriminator import build_discriminator
 from magvit.tokenizers.objective import VQGANObjective
-from magvit.malloc import keep_freed_memory
 from magvit.train.optim import OptimConfig, make_optimizer
 from magvit.train.tokenizer_stage import TOKENIZER_OPTIM
 

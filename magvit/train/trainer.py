@@ -27,9 +27,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from magvit.malloc import keep_freed_memory
 from magvit.train import checkpoint as ckpt
 from magvit.train.distributed import DistInfo, mean_across_ranks
-from magvit.malloc import keep_freed_memory
 from magvit.train.optim import make_optimizer, make_scheduler
 from magvit.train.stage import PhaseSpec, Stage, StepContext
 
