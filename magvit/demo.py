@@ -121,6 +121,7 @@ def run_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 3
         "tasks": {
             name: {"psnr_generated": s.psnr_generated, "psnr_baseline": s.psnr_baseline,
                    "psnr_condition": s.psnr_condition, "psnr_tokenizer_condition": s.psnr_tokenizer_condition,
+                   "psnr_baseline_condition": s.psnr_baseline_condition,
                    "ssim": s.ssim, "fvd": s.fvd,
                    # the issue's literal reading (whole-clip tokenizer PSNR), for comparison with the bar's
                    "condition_minus_clip_tokenizer_psnr": (None if s.psnr_condition is None
@@ -148,8 +149,8 @@ def write_index(out_dir: Path, report: Any, bar: dict[str, dict[str, bool]]) -> 
     for name, s in report.tasks.items():
         ok = bar.get(name)
         verdict = "n/a" if ok is None else ("pass" if all(ok.values()) else "fail")
-        cells = [name, s.psnr_generated, s.psnr_baseline, s.psnr_condition, s.psnr_tokenizer_condition, s.ssim, s.fvd,
-                 verdict]
+        cells = [name, s.psnr_generated, s.psnr_baseline, s.psnr_condition, s.psnr_tokenizer_condition,
+                 s.psnr_baseline_condition, s.ssim, s.fvd, verdict]
         rows.append("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>")
     grids = "".join(
         f'<figure><img src="grids/{n}.gif" alt="{n}"><figcaption>{html.escape(n)}</figcaption></figure>'
@@ -163,7 +164,7 @@ figure{{display:inline-block;margin:8px}}img{{image-rendering:pixelated}}</style
 Tokenizer reconstruction PSNR: {report.tokenizer_psnr:.2f} dB. PSNR in dB; generated/baseline inside the
 generated region, condition inside the condition region (next to the tokenizer's own PSNR there). FVD: {html.escape(json.dumps(report.fvd))}</p>
 <table><tr><th>task</th><th>PSNR gen</th><th>PSNR trivial</th><th>PSNR cond</th><th>PSNR tokenizer (cond)</th>
-<th>SSIM</th><th>FVD</th>
+<th>PSNR trivial (cond)</th><th>SSIM</th><th>FVD</th>
 <th>quality bar</th></tr>{''.join(rows)}</table>
 {grids}
 """

@@ -45,6 +45,9 @@ class TaskScores:
     ssim: float
     fvd: float | None
     num_clips: int
+    # The trivial answer inside the condition region: what copying the condition tokens would give there.
+    # Below psnr_tokenizer_condition when the padding reaches the encoder (outpainting borders, issue 6).
+    psnr_baseline_condition: float | None = None
 
     @property
     def beats_baseline(self) -> bool:
@@ -78,12 +81,13 @@ class EvalReport:
         }
 
     def table(self) -> str:
-        header = ["task", "psnr_gen", "psnr_base", "psnr_cond", "psnr_tok_cond", "psnr", "ssim", "fvd", "clips"]
-        rows = [[name, s.psnr_generated, s.psnr_baseline, s.psnr_condition, s.psnr_tokenizer_condition, s.psnr,
-                 s.ssim, s.fvd, s.num_clips] for name, s in self.tasks.items()]
+        header = ["task", "psnr_gen", "psnr_base", "psnr_cond", "psnr_tok_cond", "psnr_base_cond", "psnr", "ssim",
+                  "fvd", "clips"]
+        rows = [[name, s.psnr_generated, s.psnr_baseline, s.psnr_condition, s.psnr_tokenizer_condition,
+                 s.psnr_baseline_condition, s.psnr, s.ssim, s.fvd, s.num_clips] for name, s in self.tasks.items()]
         avg = self.average()
-        rows.append(["average", avg["psnr_generated"], avg["psnr_baseline"], None, None, avg["psnr"], avg["ssim"],
-                     avg["fvd"], ""])
+        rows.append(["average", avg["psnr_generated"], avg["psnr_baseline"], None, None, None, avg["psnr"],
+                     avg["ssim"], avg["fvd"], ""])
         fmt = [[c if isinstance(c, str) else ("-" if c is None else f"{c:.2f}" if isinstance(c, float) else str(c))
                 for c in r] for r in rows]
         widths = [max(len(x) for x in col) for col in zip(header, *fmt)]
@@ -117,7 +121,7 @@ def _value(metric: Any) -> float | None:
 class _TaskMetrics:
     def __init__(self, fvd: FrechetVideoDistance | None) -> None:
         self.generated, self.baseline, self.condition = MaskedPSNR(), MaskedPSNR(), MaskedPSNR()
-        self.tokenizer_condition = MaskedPSNR()
+        self.tokenizer_condition, self.baseline_condition = MaskedPSNR(), MaskedPSNR()
         self.psnr, self.ssim = VideoPSNR(), VideoSSIM()
         self.fvd = fvd
         self.count = 0
@@ -193,6 +197,7 @@ def evaluate_tasks(
             if region.any():
                 m.condition.update(gen, video, region)
                 m.tokenizer_condition.update(recon, video, region)
+                m.baseline_condition.update(baseline, video, region)
             m.psnr.update(gen, video)
             m.ssim.update(gen, video)
             if m.fvd is not None:
@@ -218,6 +223,7 @@ def evaluate_tasks(
             psnr_generated=_value(m.generated), psnr_baseline=_value(m.baseline), psnr_condition=_value(m.condition),
             psnr_tokenizer_condition=_value(m.tokenizer_condition),
             psnr=_value(m.psnr), ssim=_value(m.ssim), fvd=fvd, num_clips=m.count,
+            psnr_baseline_condition=_value(m.baseline_condition),
         )
     protocol = None
     if shared is not None:

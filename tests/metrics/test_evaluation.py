@@ -73,4 +73,9 @@ def test_evaluate_tasks_scores_every_task():
     region = (~cond.mask).expand_as(video)
     mse = ((base - video)[region] ** 2).mean()
     assert report.tasks["fp"].psnr_baseline == pytest.approx(float(-10 * torch.log10(mse)), abs=1e-3)
+    # ... and the same decoded condition video scored inside the condition pixels (the copy-the-condition bound)
+    inside = cond.mask.expand_as(video)
+    mse_in = ((base - video)[inside] ** 2).mean()
+    assert report.tasks["fp"].psnr_baseline_condition == pytest.approx(float(-10 * torch.log10(mse_in)), abs=1e-3)
+    assert report.tasks["cg"].psnr_baseline_condition is None
     assert report.fvd["num_real"] == 4 and report.tokenizer_psnr > 0
