@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -34,6 +35,7 @@ TRIM_THRESHOLD = (1 << 31) - 1
 ENV_SWITCH = "MAGVIT_KEEP_FREED_MEMORY"
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from magvit.dropout import Dropout, _uniform16, attention_with_dropout, dropout_keep_mask
+from magvit.dropout import Dropout, attention_with_dropout, dropout_keep_mask
 from magvit.errors import InputError
 
 def test_dropout_keep_mask_rate_and_unbiased_scale():
@@ -15,6 +15,9 @@ def test_dropout_keep_mask_rate_and_unbiased_scale():
     rate = 1 - keep.float().mean().item()
     assert abs(rate - 6554 / 65536) < 4 * (0.1 * 0.9 / 1e6) ** 0.5
     assert dropout_keep_mask((7, 3), 0.0)[0].all()  # odd sizes: the 16-bit view is cut to the shape
+    torch.manual_seed(0)
+    as_float, _ = dropout_keep_mask((1000, 1000), 0.1, out=torch.empty(1000, 1000))
+    assert torch.equal(as_float, keep.float())  # the same draws written as 0/1 floats
     with pytest.raises(InputError, match=r"dropout rate must be in \[0, 1\)"):
         dropout_keep_mask((4,), 1.0)
 
@@ -63,8 +66,8 @@ def _written_out(q, k, v, p, causal):
         if causal:
             s = s.masked_fill(torch.ones_like(s, dtype=torch.bool).triu(1), float("-inf"))
         probs = s.softmax(-1)
-        uniform16, threshold, scale = _uniform16(probs.shape, p, "cpu")
-        heads.append(torch.where(uniform16 >= threshold, probs, 0.0) @ vi * scale)
+        keep, scale = dropout_keep_mask(probs.shape, p)
+        heads.append(torch.where(keep, probs, 0.0) @ vi * scale)
     return torch.stack(heads).view(q.shape)
 
 

@@ -187,14 +187,10 @@ class Decoder(nn.Module):
         for block in self.mid:
             x = block(x)
         for i in reversed(range(len(self.levels))):
+            # The level's blocks one by one from here rather than ``level(x)``: inside that call this
+            # frame's ``x`` would keep the level's input (128 MB at B's full resolution) alive through all
+            # of its blocks. Hooks on blocks and convs fire as usual; the DecoderLevel is not called.
             level = self.levels[str(i)]
-            if torch.is_grad_enabled():
-                x = level(x)
-                continue
-            # Inference: the level's blocks one by one from here, so that each activation is dropped as
-            # soon as the next exists. Inside ``level(x)`` this frame's ``x`` would keep the level's input
-            # (128 MB at B's full resolution) alive through all its blocks. Hooks on the blocks and convs
-            # fire as usual; a hook on a DecoderLevel itself fires on the training path only.
             for block in level.blocks:
                 x = block(x)
             x = level.resample(x)

@@ -277,13 +277,14 @@ def conv_in_slabs(
     one slab's worth, which at the decoder's full resolution is ~100 MB of a B generation (issue 7).
     """
     frames = size[0]
-    lo, hi = axis_pads(conv.kernel)[0]
+    (lo, hi), *spatial_pads = axis_pads(conv.kernel)
+    # every frame of the slab buffer, halo included, without its spatial border
+    spatial = (slice(None),) * 3 + tuple(slice(p, p + n) for n, (p, _) in zip(size[1:], spatial_pads))
     out = None
     for start in range(0, frames, SLAB_FRAMES):
         stop = min(start + SLAB_FRAMES, frames)
         buf, _ = conv.empty_padded(like, (stop - start, *size[1:]), channels)
-        inner = buf[(slice(None), slice(None), slice(None)) + tuple(
-            slice(p, p + n) for n, (p, _) in zip(size[1:], axis_pads(conv.kernel)[1:]))]
+        inner = buf[spatial]
         for j in range(buf.shape[2]):
             source = padded_source(start - lo + j, frames, (lo, hi), conv.padding)
             if source is None:
