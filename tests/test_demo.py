@@ -1,4 +1,4 @@
-"""`magvit demo --train` end to end with two training steps per stage (the real run takes ~65 min)."""
+"""`magvit demo --train` end to end with two training steps per stage (the real run takes ~80 min)."""
 
 import json
 
@@ -23,3 +23,21 @@ def test_demo_trains_evaluates_and_writes_the_page(tmp_path):
     assert tokens["complete"] and sum(s["num_clips"] for s in tokens["shards"]) == 24
     page = (tmp_path / "index.html").read_text()
     assert str(tmp_path / "index.html") == index and "grids/opd.gif" in page and "<table>" in page
+
+
+def test_the_shipped_pipeline_is_what_the_tiny_configs_train():
+    """`magvit demo` loads magvit/assets/demo/pipeline.pt; `magvit demo --train` must rebuild that model."""
+    import yaml
+
+    from magvit import registry
+    from magvit.demo import ROOT, SHIPPED, TEN_TASKS
+    from magvit.train import checkpoint
+
+    cfg = checkpoint.load(SHIPPED, "cpu")["model_config"]
+    tok_args = yaml.safe_load((ROOT / "configs/tiny/tokenizer.yaml").read_text())["model"]["init_args"]
+    built = registry.get_tokenizer(tok_args["tokenizer"], preset=tok_args["preset"], resolution=tok_args["resolution"],
+                                   **tok_args.get("tokenizer_options", {}))
+    assert cfg["tokenizer"] == {"name": tok_args["tokenizer"], "config": dict(built.config)}
+    tr_args = yaml.safe_load((ROOT / "configs/tiny/transformer.yaml").read_text())["model"]["init_args"]
+    assert {k: cfg["transformer"][k] for k in tr_args["transformer_options"]} == tr_args["transformer_options"]
+    assert [t["name"] for t in cfg["tasks"]] == tr_args["tasks"] == TEN_TASKS
