@@ -62,8 +62,9 @@ def _fit(config: Path, overrides: list[str]) -> Path:
 def tokenize_once(tokenizer_checkpoint: Path, clips: Path, out: Path, fresh: bool) -> Path:
     """Tokenise the training clips once (``magvit data tokenize``), so the transformer trains from tokens.
 
-    The transformer steps then skip the two encoder passes per step (bit-identical losses, about twice the
-    steps per second for the demo's transformer). ``fresh`` discards token shards of an earlier run, which
+    The transformer steps then skip the two encoder passes per step: about twice the steps per second for
+    the demo's transformer, and bit-identical losses while the training batch size is the tokenisation
+    batch size (16 for both; :mod:`magvit.data.tokenize` explains why that matters). ``fresh`` discards token shards of an earlier run, which
     belong to a different tokenizer; otherwise an interrupted tokenisation is continued.
     """
     import shutil
@@ -85,8 +86,8 @@ def train_pipeline(data: Path, work: Path, resume: bool, overrides: Sequence[str
     tok = _fit(ROOT / "configs" / "tiny" / "tokenizer.yaml", [*common, "--trainer.out_dir", str(work / "tokenizer")])
     tokens = tokenize_once(tok, data / "train", work / "tokens", fresh=not resume)
     tr = _fit(ROOT / "configs" / "tiny" / "transformer.yaml",
-              [*common, "--trainer.out_dir", str(work / "transformer"), "--model.init_args.tokenizer_checkpoint", str(tok),
-               "--model.init_args.token_shards", str(tokens)])
+              [*common, "--trainer.out_dir", str(work / "transformer"),
+               "--model.init_args.tokenizer_checkpoint", str(tok), "--model.init_args.token_shards", str(tokens)])
     path = work / "pipeline.pt"
     MagvitPipeline.from_checkpoint(tr).save(path)
     say(f"saved the trained pipeline to {path}")

@@ -185,8 +185,7 @@ class _ShardTokenizer:
 
 
 def _write_shard(url: Path, target: Path, coder: _ShardTokenizer, batch_size: int, clip_shape: tuple[int, ...],
-                 num_classes: int, grid: tuple[int, ...], recorder: SkipRecorder,
-                 advance: Callable[[int], Any] = lambda n: None) -> int:
+                 num_classes: int, grid: tuple[int, ...], recorder: SkipRecorder, advance: Callable[[int], Any]) -> int:
     """Tokenise one input shard into ``target`` (via ``target.partial``); returns the number of samples.
 
     ``advance(n)`` is called after each encoded batch of ``n`` clips (the progress bar)."""
@@ -317,13 +316,14 @@ def tokenize_shards(
     recorder = SkipRecorder()
     written, kept, skipped = [], [], []
     mine = inputs[rank::world]
-    todo = {s.name: s.num_clips for s in src_meta.shards if s.name in {u.name for u in mine}}
-    with tqdm(total=sum(todo.values()), desc="tokenize", unit="clip", disable=not progress, dynamic_ncols=True) as bar:
+    clips = {s.name: s.num_clips for s in src_meta.shards}
+    total = sum(clips[u.name] for u in mine)
+    with tqdm(total=total, desc="tokenize", unit="clip", disable=not progress, dynamic_ncols=True) as bar:
         for url in mine:
             target = out / url.name
             if target.exists():  # finished by an earlier run (only complete shards carry the final name)
                 kept.append(url.name)
-                bar.update(todo[url.name])
+                bar.update(clips[url.name])
                 continue
             n = _write_shard(url, target, coder, batch_size, tuple(src_meta.clip_shape), src_meta.num_classes,
                              grid, recorder, bar.update)
