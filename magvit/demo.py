@@ -59,13 +59,14 @@ def _fit(config: Path, overrides: list[str]) -> Path:
     return Path(out) / "last.pt"
 
 
-def tokenize_once(tokenizer_checkpoint: Path, clips: Path, out: Path, fresh: bool) -> Path:
+def tokenize_once(tokenizer_checkpoint: Path, clips: Path, out: Path, fresh: bool, batch_size: int) -> Path:
     """Tokenise the training clips once (``magvit data tokenize``), so the transformer trains from tokens.
 
     The transformer steps then skip the two encoder passes per step: about twice the steps per second for
-    the demo's transformer, and bit-identical losses while the training batch size is the tokenisation
-    batch size (16 for both; :mod:`magvit.data.tokenize` explains why that matters). ``fresh`` discards token shards of an earlier run, which
-    belong to a different tokenizer; otherwise an interrupted tokenisation is continued.
+    the demo's transformer. ``batch_size`` is the transformer's training batch size: encoding in batches of the
+    same size is what makes the losses bit-identical to encoding on the fly (:mod:`magvit.data.tokenize`
+    explains why). ``fresh`` discards token shards of an earlier run, which belong to a different tokenizer;
+    otherwise an interrupted tokenisation is continued.
     """
     import shutil
 
@@ -74,8 +75,21 @@ def tokenize_once(tokenizer_checkpoint: Path, clips: Path, out: Path, fresh: boo
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
     say(f"tokenising {clips} once into {out} (the transformer then trains from tokens)")
-    tokenize_shards(tokenizer_checkpoint, clips, out, tasks=TEN_TASKS, progress=True)
+    tokenize_shards(tokenizer_checkpoint, clips, out, tasks=TEN_TASKS, batch_size=batch_size, progress=True)
     return out
+
+
+def _batch_size(config: Path, overrides: Sequence[str]) -> int:
+    """``data.batch_size`` that ``magvit fit --config config *overrides`` trains with (the last value wins)."""
+    import yaml
+
+    value = yaml.safe_load(config.read_text())["data"]["batch_size"]
+    for i, arg in enumerate(overrides):
+        if arg == "--data.batch_size" and i + 1 < len(overrides):
+            value = overrides[i + 1]
+        elif arg.startswith("--data.batch_size="):
+            value = arg.split("=", 1)[1]
+    return int(value)
 
 
 def train_pipeline(data: Path, work: Path, resume: bool, overrides: Sequence[str] = ()) -> Path:
@@ -84,8 +98,10 @@ def train_pipeline(data: Path, work: Path, resume: bool, overrides: Sequence[str
 
     common = ["--data.train", str(data / "train"), *overrides] + (["--resume", "true"] if resume else [])
     tok = _fit(ROOT / "configs" / "tiny" / "tokenizer.yaml", [*common, "--trainer.out_dir", str(work / "tokenizer")])
-    tokens = tokenize_once(tok, data / "train", work / "tokens", fresh=not resume)
-    tr = _fit(ROOT / "configs" / "tiny" / "transformer.yaml",
+    transformer_config = ROOT / "configs" / "tiny" / "transformer.yaml"
+    tokens = tokenize_once(tok, data / "train", work / "tokens", fresh=not resume,
+                           batch_size=_batch_size(transformer_config, common))
+    tr = _fit(transformer_config,
               [*common, "--trainer.out_dir", str(work / "transformer"),
                "--model.init_args.tokenizer_checkpoint", str(tok), "--model.init_args.token_shards", str(tokens)])
     path = work / "pipeline.pt"

@@ -21,6 +21,7 @@ def test_demo_trains_evaluates_and_writes_the_page(tmp_path):
     # the transformer trained from token shards made once from all training clips
     tokens = json.loads((tmp_path / "train" / "tokens" / "meta.json").read_text())
     assert tokens["complete"] and sum(s["num_clips"] for s in tokens["shards"]) == 24
+    assert tokens["batch_size"] == 2  # encoded in batches of the training batch size (bit-identical losses)
     page = (tmp_path / "index.html").read_text()
     assert str(tmp_path / "index.html") == index and "grids/opd.gif" in page and "<table>" in page
 
@@ -41,3 +42,13 @@ def test_the_shipped_pipeline_is_what_the_tiny_configs_train():
     tr_args = yaml.safe_load((ROOT / "configs/tiny/transformer.yaml").read_text())["model"]["init_args"]
     assert {k: cfg["transformer"][k] for k in tr_args["transformer_options"]} == tr_args["transformer_options"]
     assert [t["name"] for t in cfg["tasks"]] == tr_args["tasks"] == TEN_TASKS
+
+
+def test_the_demo_tokenises_at_the_transformer_batch_size(tmp_path):
+    from magvit.demo import _batch_size
+
+    config = tmp_path / "t.yaml"
+    config.write_text("data:\n  train: x\n  batch_size: 16\n")
+    assert _batch_size(config, []) == 16
+    assert _batch_size(config, ["--trainer.max_steps", "2", "--data.batch_size", "4"]) == 4
+    assert _batch_size(config, ["--data.batch_size=8", "--data.batch_size", "3"]) == 3

@@ -16,8 +16,8 @@ can differ between tasks' calls (cg encodes ``B`` clips, the others ``2B``); the
 as ``tok`` and any other task's differing ones as ``tok-<task>`` (see :mod:`magvit.data.tokens`).
 
 Resumption: one output shard per input shard, same name, written as ``<name>.partial`` and renamed when
-complete. A restarted run checks that ``meta.json`` describes the same job (tokenizer hash, tasks, rule),
-skips the output shards that exist and rewrites the others, so no sample is ever written twice.
+complete. A restarted run checks that ``meta.json`` describes the same job (tokenizer hash, tasks, rule,
+batch size), skips the output shards that exist and rewrites the others, so no sample is ever written twice.
 Under torchrun (``RANK``/``WORLD_SIZE``) rank ``i`` takes input shards ``i, i + world, ...`` of the sorted
 list; whichever process finds every output shard present at its end writes the final ``meta.json``.
 """
@@ -213,7 +213,8 @@ def _write_shard(url: Path, target: Path, coder: _ShardTokenizer, batch_size: in
 def _check_same_job(out: Path, header: TokenMeta) -> None:
     existing = read_token_meta(out, require_complete=False)
     old, new = existing.job(), header.job()
-    diff = [k for k in new if old.get(k) != new[k]]
+    # folders written before the batch size was recorded (None) resume at any batch size
+    diff = [k for k in new if old.get(k) != new[k] and not (k == "batch_size" and old.get(k) is None)]
     if diff:
         raise MagvitError(
             f"{out} holds token shards of a different job ({', '.join(diff)} differ); choose a new --out folder "
@@ -304,6 +305,7 @@ def tokenize_shards(
         clip_shape=src_meta.clip_shape,
         class_names=src_meta.class_names,
         source=str(src.resolve()),  # resolved: a restart from another working directory is the same job
+        batch_size=batch_size,
     )
     out.mkdir(parents=True, exist_ok=True)
     if (out / META_NAME).exists():

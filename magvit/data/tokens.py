@@ -99,6 +99,8 @@ class TokenMeta:
         clip_shape: ``(T, H, W, 3)`` of the source clips.
         class_names: the source dataset's classes.
         source: the source clip-shard folder.
+        batch_size: clips per encoder call (training at the same batch size gives bit-identical tokens; see
+            :mod:`magvit.data.tokenize`). None in folders written before it was recorded.
         shards: the completed shards and their sample counts (empty until complete).
         complete: False while the run is in progress.
     """
@@ -118,6 +120,7 @@ class TokenMeta:
     clip_shape: tuple[int, int, int, int] = attrs.field(converter=tuple)
     class_names: tuple[str, ...] = attrs.field(converter=tuple)
     source: str
+    batch_size: int | None = None
     shards: tuple[ShardInfo, ...] = attrs.field(
         default=(), converter=lambda items: tuple(s if isinstance(s, ShardInfo) else ShardInfo(**s) for s in items)
     )

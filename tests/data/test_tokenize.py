@@ -156,8 +156,12 @@ def test_ranks_write_interleaved_shards_and_the_last_writes_meta(sharded, tokeni
 def test_a_different_job_in_the_same_folder_is_refused(sharded, token_dir, tokenizer_checkpoint, tmp_path):  # noqa: F811
     out = tmp_path / "tok"
     shutil.copytree(token_dir, out)
-    with pytest.raises(MagvitError, match="tasks differ"):
-        tokenize_shards(tokenizer_checkpoint, sharded, out, tasks="all", task_options={"fp": {"cond_frames": 2}})
+    with pytest.raises(MagvitError, match=r"\(tasks differ\)"):
+        tokenize_shards(tokenizer_checkpoint, sharded, out, tasks="all", task_options={"fp": {"cond_frames": 2}},
+                        batch_size=4)
+    # the batch size is part of the job: the encoder's rounding depends on it (module docstring)
+    with pytest.raises(MagvitError, match=r"\(batch_size differ\)"):
+        tokenize_shards(tokenizer_checkpoint, sharded, out, tasks="all", batch_size=8)
 
 
 def test_stored_members_and_dtypes(token_dir):
@@ -171,6 +175,7 @@ def test_stored_members_and_dtypes(token_dir):
     assert mask.dtype == bool and mask[0].all() and not mask[1:].any()  # fp k=1: first latent frame only
     meta = json.loads((token_dir / "meta.json").read_text())
     assert meta["format"] == "magvit-tokens" and meta["complete"] and len(meta["tokenizer_sha256"]) == 64
+    assert meta["batch_size"] == 4
     assert {"name": "fp", "args": {"cond_frames": 1, "cond_latent_frames": None, "prompt": "fp"}} in meta["tasks"]
 
 
