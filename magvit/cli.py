@@ -254,14 +254,14 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
     return report.table() + (f"\nwrote {out}/metrics.json and metrics.csv" if out else "")
 
 
-def cmd_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 32, fvd: bool = True,
+def cmd_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 64, fvd: bool = True,
              resume: bool = False, train_clips: int = 2048) -> str:
     """Run MAGVIT end to end on the embedded synthetic data: train or load, evaluate, write index.html.
 
     Args:
         out: output folder (index.html, metrics.json, grids/).
         train: train the tiny tokenizer and transformer from scratch instead of loading the shipped pipeline.
-        eval_clips: held-out clips per task.
+        eval_clips: held-out clips per task (at 32 the condition margins of fp, cfp, opc move by 0.2 dB; see README).
         fvd: compute FVD with the Kinetics-400 I3D (fetched through pip once).
         resume: with --train, continue interrupted training runs in OUT/train.
         train_clips: synthetic training clips (the shipped pipeline was trained on 2048).

@@ -126,7 +126,7 @@ def fvd_extractor() -> Any:
     return "i3d"
 
 
-def run_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 32, fvd: bool = True,
+def run_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 64, fvd: bool = True,
              resume: bool = False, train_overrides: Sequence[str] = (), train_clips: int = TRAIN_CLIPS) -> str:
     """Run the demo and return the path of its index.html (``train_overrides``: extra ``magvit fit`` args;
     ``train_clips``: size of the synthetic training split)."""

@@ -1,4 +1,4 @@
-"""`magvit demo --train` end to end with two training steps per stage (the real run takes ~80 min)."""
+"""`magvit demo --train` end to end with two training steps per stage (the real run takes ~2 h 15 min)."""
 
 import json
 
