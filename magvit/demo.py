@@ -80,16 +80,10 @@ def tokenize_once(tokenizer_checkpoint: Path, clips: Path, out: Path, fresh: boo
 
 
 def _batch_size(config: Path, overrides: Sequence[str]) -> int:
-    """``data.batch_size`` that ``magvit fit --config config *overrides`` trains with (the last value wins)."""
-    import yaml
+    """``data.batch_size`` that ``magvit fit --config config *overrides`` trains with (parsed by the fit parser)."""
+    from magvit.cli import fit_parser
 
-    value = yaml.safe_load(config.read_text())["data"]["batch_size"]
-    for i, arg in enumerate(overrides):
-        if arg == "--data.batch_size" and i + 1 < len(overrides):
-            value = overrides[i + 1]
-        elif arg.startswith("--data.batch_size="):
-            value = arg.split("=", 1)[1]
-    return int(value)
+    return int(fit_parser().parse_args(["--config", str(config), *overrides]).data.batch_size)
 
 
 def train_pipeline(data: Path, work: Path, resume: bool, overrides: Sequence[str] = ()) -> Path:

@@ -44,11 +44,10 @@ def test_the_shipped_pipeline_is_what_the_tiny_configs_train():
     assert [t["name"] for t in cfg["tasks"]] == tr_args["tasks"] == TEN_TASKS
 
 
-def test_the_demo_tokenises_at_the_transformer_batch_size(tmp_path):
-    from magvit.demo import _batch_size
+def test_the_demo_tokenises_at_the_transformer_batch_size():
+    from magvit.demo import ROOT, _batch_size
 
-    config = tmp_path / "t.yaml"
-    config.write_text("data:\n  train: x\n  batch_size: 16\n")
+    config = ROOT / "configs" / "tiny" / "transformer.yaml"
     assert _batch_size(config, []) == 16
-    assert _batch_size(config, ["--trainer.max_steps", "2", "--data.batch_size", "4"]) == 4
+    assert _batch_size(config, ["--trainer.max_steps", "2", "--data.batch_size", "4", "--resume", "true"]) == 4
     assert _batch_size(config, ["--data.batch_size=8", "--data.batch_size", "3"]) == 3
