@@ -210,16 +210,21 @@ def _write_shard(url: Path, target: Path, coder: _ShardTokenizer, batch_size: in
     return count
 
 
-def _check_same_job(out: Path, header: TokenMeta) -> None:
-    existing = read_token_meta(out, require_complete=False)
-    old, new = existing.job(), header.job()
-    # folders written before the batch size was recorded (None) resume at any batch size
-    diff = [k for k in new if old.get(k) != new[k] and not (k == "batch_size" and old.get(k) is None)]
+def _resumed_header(out: Path, header: TokenMeta) -> TokenMeta:
+    """``header`` for continuing the run in ``out``; refuses a folder that holds a different job.
+
+    A field the folder did not record (None: ``batch_size`` in folders older than that field) neither constrains
+    the resume nor is claimed afterwards: the shards already there were made under an unknown value.
+    """
+    old, new = read_token_meta(out, require_complete=False).job(), header.job()
+    unrecorded = {k: None for k in new if old.get(k) is None}
+    diff = [k for k in new if k not in unrecorded and old[k] != new[k]]
     if diff:
         raise MagvitError(
             f"{out} holds token shards of a different job ({', '.join(diff)} differ); choose a new --out folder "
             "or delete the old one"
         )
+    return attrs.evolve(header, **unrecorded)
 
 
 def tokenize_shards(
@@ -309,7 +314,7 @@ def tokenize_shards(
     )
     out.mkdir(parents=True, exist_ok=True)
     if (out / META_NAME).exists():
-        _check_same_job(out, header)
+        header = _resumed_header(out, header)
     else:
         write_token_meta(out, header)
 

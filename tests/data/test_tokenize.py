@@ -162,6 +162,13 @@ def test_a_different_job_in_the_same_folder_is_refused(sharded, token_dir, token
     # the batch size is part of the job: the encoder's rounding depends on it (module docstring)
     with pytest.raises(MagvitError, match=r"\(batch_size differ\)"):
         tokenize_shards(tokenizer_checkpoint, sharded, out, tasks="all", batch_size=8)
+    # a folder from before the batch size was recorded resumes at any batch size (nothing is rewritten)
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["batch_size"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    report = tokenize_shards(tokenizer_checkpoint, sharded, out, tasks="all", batch_size=8)
+    assert report.complete and not report.written and len(report.kept) == 3
+    assert read_token_meta(out).batch_size is None  # the kept shards' batch size stays unknown
 
 
 def test_stored_members_and_dtypes(token_dir):
