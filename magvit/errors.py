@@ -12,6 +12,3 @@ class MagvitError(Exception):
 class InputError(MagvitError, ValueError):
     """Bad input data (shape, dtype, range, size). Also a `ValueError` for callers that expect one."""
 
-
-class RegistryError(MagvitError):
-    """A plugin registry problem (duplicate names)."""

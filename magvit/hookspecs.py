@@ -9,6 +9,10 @@ below. Third-party packages expose their plugin under the ``"magvit"`` entry-poi
 The built-in tasks, tokenizers and mask schedulers register through these very hooks.
 Each hook returns a mapping ``name -> factory``; ``factory(**kwargs)`` builds the component, so a
 config can set every constructor argument.
+
+A plugin is loaded whole or not at all (:mod:`magvit.registry`): if it fails to import, a hook raises or
+returns anything but ``{str: callable}``, or one of its names is taken already, the plugin is disabled with
+a warning naming it, and every other plugin still loads.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ def magvit_add_tasks() -> Mapping[str, Callable[..., Any]]:
     """Return the conditioning tasks this plugin adds, as ``{name: factory}``.
 
     ``factory(**kwargs)`` must return an object implementing :class:`magvit.protocols.Task` whose
-    ``name`` equals the key. Names are global: a name that another plugin already registered is an error.
+    ``name`` equals the key; ``factory()`` with no arguments must build a default task (it is built once
+    when the plugin loads, to check it). Names are global: the first plugin to register a name keeps it
+    (built-ins load first), and a later plugin adding it is disabled.
     """
 
 

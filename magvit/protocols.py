@@ -13,7 +13,7 @@ Conventions (DESIGN.md): videos are float ``[B, C, T, H, W]`` in ``[0, 1]``; tok
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, get_type_hints, runtime_checkable
 
 import attrs
 import torch
@@ -66,6 +66,26 @@ class Task(Protocol):
     def condition(self, video: Tensor, generator: torch.Generator | None = None) -> Condition:
         """Return the padded condition video and the interior-condition pixel mask for ``video``."""
         ...
+
+
+def task_problem(task: object) -> str | None:
+    """Why ``task`` does not satisfy :class:`Task`, or ``None`` when it does.
+
+    Stricter than ``isinstance(task, Task)``, which only checks that the attributes exist: the library
+    reads them as prompt keys and flags, so each attribute must have its annotated type and ``condition``
+    must be callable.
+    """
+    fields = get_type_hints(Task)
+    missing = [attr for attr in [*fields, "condition"] if not hasattr(task, attr)]
+    if missing:
+        return f"{type(task).__name__!r} object is not a Task: it has no {', '.join(missing)}"
+    for attr, kind in fields.items():
+        value = getattr(task, attr)
+        if not isinstance(value, kind):
+            return f"a Task's {attr} must be a {kind.__name__}, got {value!r} ({type(value).__name__})"
+    if not callable(task.condition):
+        return f"a Task's condition must be a method, got {task.condition!r}"
+    return None
 
 
 @runtime_checkable

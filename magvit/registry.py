@@ -1,12 +1,21 @@
 """The plugin registry: one pluggy ``PluginManager`` for tasks, tokenizers and mask schedulers.
 
 Built-in components are registered by the same hooks as third-party plugins (:mod:`magvit.hookspecs`);
-third-party plugins are found through the ``"magvit"`` entry-point group. Rules:
+third-party plugins are found through the ``"magvit"`` entry-point group. Plugins load one at a time,
+built-ins first, and each plugin is either loaded whole or disabled whole. A plugin is disabled when
 
-* a name registered by two plugins is a :class:`~magvit.errors.RegistryError` naming both;
-* a plugin that fails to import (or whose hook raises) is reported by name with a warning and in
-  ``magvit plugins``; the other plugins still load;
-* looking up an unknown name raises a ``KeyError`` listing the known names.
+* importing it, registering its hooks or calling a hook raises anything (``SystemExit`` included; only
+  ``KeyboardInterrupt`` goes through), or pluggy refuses a hook's signature;
+* a hook returns something other than a mapping ``{name: factory}`` of str names to callables;
+* a task factory, called once with no arguments, does not return a :class:`~magvit.protocols.Task` whose
+  ``name`` is its key (tokenizer and mask-schedule factories are only checked to be callable: building a
+  tokenizer allocates a model);
+* it adds a name that an earlier plugin registered: the first registration is kept (built-ins win) and the
+  later plugin loses all its names, not only the clashing one, so that no plugin is half loaded.
+
+A disabled plugin is unregistered, keeps no name, gives one :class:`PluginWarning` naming it, its
+distribution, the reason and what to do, and is listed in ``errors`` (and by ``magvit plugins``); every
+other plugin still loads. Looking up an unknown name raises a ``KeyError`` listing the known names.
 
 The module-level functions (:func:`task_names`, :func:`get_task`, ...) use one lazily built default
 :class:`Registry`; :func:`reset` rebuilds it (tests, or after installing a plugin in-process).
@@ -16,8 +25,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import reprlib
+import textwrap
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from typing import Any
 
@@ -25,13 +36,13 @@ import attrs
 import pluggy
 
 from magvit import hookspecs
-from magvit.errors import RegistryError
 from magvit.hookspecs import PROJECT, hookimpl
 
 __all__ = [
     "BUILTIN_PLUGINS",
     "Entry",
     "PluginError",
+    "PluginWarning",
     "Registry",
     "default_registry",
     "get_mask_scheduler",
@@ -55,6 +66,10 @@ _KINDS = {
 }
 
 
+class PluginWarning(UserWarning):
+    """A plugin was disabled; the message names it, its distribution, the reason and what to do."""
+
+
 @attrs.frozen
 class Entry:
     """One registered component: its name, factory and the plugin (and distribution) it came from."""
@@ -68,11 +83,19 @@ class Entry:
 
 @attrs.frozen
 class PluginError:
-    """A plugin that could not be loaded or whose hook raised."""
+    """A disabled plugin: its name, distribution, why it was disabled and what the user can do."""
 
     plugin: str
     source: str
     error: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r} ({self.source}) is disabled: {self.error}. {self.hint}".rstrip()
+
+
+class _Rejected(Exception):
+    """Why the plugin being loaded is disabled."""
 
 
 class Registry:
@@ -92,53 +115,78 @@ class Registry:
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.errors: list[PluginError] = []
-        self._sources: dict[str, str] = {}
+        self._sources: dict[str, str] = {}  # the loaded plugins; pm holds exactly these between loads
+        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in _KINDS.values()}
+        builtin, hint = f"magvit {_version('magvit')} (built-in)", "This is a bug in magvit: reinstall it, or report it"
         for module in builtins:
-            self._load(module, f"magvit {_version('magvit')} (built-in)", lambda m=module: importlib.import_module(m))
+            self._add_plugin(module, builtin, hint, functools.partial(importlib.import_module, module))
         if entry_points is None:
             entry_points = metadata.entry_points(group=PROJECT)
         for ep in entry_points:
-            dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "unknown distribution"
-            self._load(ep.name, dist, ep.load)
-        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in _KINDS.values()}
-        for hook_name, kind in _KINDS.items():
-            self._collect(hook_name, kind)
+            dist = ep.dist.name if ep.dist is not None else None
+            source = f"{dist} {ep.dist.version}" if ep.dist is not None else "unknown distribution"
+            uninstall = f"Uninstall it (pip uninstall {dist})" if dist else "Uninstall the package that provides it"
+            hint = f"{uninstall} or fix the plugin; the rest of magvit works without it"
+            self._add_plugin(ep.name, source, hint, ep.load)
 
-    def _load(self, name: str, source: str, load: Callable[[], object]) -> None:
+    def _add_plugin(self, name: str, source: str, hint: str, load: Callable[[], object]) -> None:
+        """Import, register and collect one plugin; anything wrong disables it whole."""
         try:
-            plugin = load()
-        except Exception as exc:  # noqa: BLE001 - any import failure of a plugin is reported, not raised
-            self._report(name, source, f"failed to import: {type(exc).__name__}: {exc}")
+            plugin = _guard(load, "importing it")
+            if self.pm.is_registered(plugin):
+                return  # one module behind two entry points is one plugin
+            if self.pm.has_plugin(name):
+                raise _Rejected(f"a plugin named {name!r} is already loaded ({self._sources[name]})")
+            _guard(lambda: self.pm.register(plugin, name=name), "registering its hooks")
+            found = self._collect(name)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - whatever a plugin does, it only disables itself
+            if name not in self._sources and self.pm.has_plugin(name):
+                self.pm.unregister(name=name)
+            reason = str(exc) if isinstance(exc, _Rejected) else _describe(exc)
+            self._disable(PluginError(name, source, reason, hint))
             return
-        if self.pm.is_registered(plugin) or self.pm.get_plugin(name) is not None:
-            return
-        self.pm.register(plugin, name=name)
+        for kind, factories in found.items():
+            for key, factory in factories.items():
+                self._entries[kind][key] = Entry(kind, key, factory, name, source)
         self._sources[name] = source
 
-    def _report(self, plugin: str, source: str, error: str) -> None:
-        self.errors.append(PluginError(plugin, source, error))
-        warnings.warn(f"magvit plugin {plugin!r} ({source}) {error}; the other plugins still load", stacklevel=3)
+    def _disable(self, error: PluginError) -> None:
+        self.errors.append(error)
+        warnings.warn(str(error), PluginWarning, stacklevel=3)
 
-    def _collect(self, hook_name: str, kind: str) -> None:
-        table = self._entries[kind]
-        caller = getattr(self.pm.hook, hook_name)
-        # get_hookimpls() is in registration order (built-ins first); pluggy *calls* them LIFO, which
-        # is why each implementation is called here directly: the first registrant keeps its name.
-        for impl in caller.get_hookimpls():
-            source = self._sources.get(impl.plugin_name, "")
-            try:
-                added = dict(impl.function() or {})
-            except Exception as exc:  # noqa: BLE001 - a broken hook disables only its own plugin
-                self._report(impl.plugin_name, source, f"raised in {hook_name}: {type(exc).__name__}: {exc}")
-                continue
-            for name, factory in added.items():
-                if name in table:
-                    raise RegistryError(
-                        f"{kind} {name!r} is registered twice: by plugin {table[name].plugin!r} "
-                        f"({table[name].source}) and by plugin {impl.plugin_name!r} ({source}); "
-                        "uninstall one of them or rename the component"
-                    )
-                table[name] = Entry(kind, name, factory, impl.plugin_name, source)
+    def _collect(self, plugin: str) -> dict[str, dict[str, Callable[..., Any]]]:
+        """What the hooks of ``plugin`` add, as ``{kind: {name: factory}}``, each entry checked."""
+        found: dict[str, dict[str, Callable[..., Any]]] = {kind: {} for kind in _KINDS.values()}
+        for hook_name, kind in _KINDS.items():
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name == plugin:
+                    added = _name_table(_guard(impl.function, f"{hook_name}()"), hook_name)
+                    for name, factory in added.items():
+                        self._check(kind, name, factory, found[kind])
+                        found[kind][name] = factory
+        return found
+
+    def _check(self, kind: str, name: str, factory: object, found: Mapping[str, object]) -> None:
+        """Raise :class:`_Rejected` unless ``factory`` may be registered as the ``kind`` ``name``."""
+        first = self._entries[kind].get(name)
+        if first is not None:
+            raise _Rejected(f"{kind} {name!r} is already registered by plugin {first.plugin!r} ({first.source}); "
+                            "the first registration wins")
+        if name in found:
+            raise _Rejected(f"{kind} {name!r} is added twice by this plugin")
+        if not callable(factory):
+            raise _Rejected(f"{kind} {name!r}: its factory {reprlib.repr(factory)} is not callable")
+        if kind == "task":  # tasks are small records: build the default one to check it
+            from magvit.protocols import task_problem  # imports torch; this module stays light for the CLI
+
+            task = _guard(factory, f"task {name!r}: its factory()")
+            problem = task_problem(task)
+            if problem is None and task.name != name:
+                problem = f"the task's name is {task.name!r}, not its registered name"
+            if problem is not None:
+                raise _Rejected(f"task {name!r}: its factory() built an unusable task: {problem}")
 
     # -- lookups ------------------------------------------------------------------------------
     def entries(self, kind: str) -> list[Entry]:
@@ -161,6 +209,38 @@ class Registry:
     def plugins(self) -> list[tuple[str, str]]:
         """``(plugin name, source)`` of every loaded plugin, in load order."""
         return list(self._sources.items())
+
+
+def _guard(call: Callable[[], Any], what: str) -> Any:
+    """``call()``; anything it raises but ``KeyboardInterrupt`` (even ``SystemExit``) becomes a
+    :class:`_Rejected` that says ``what`` raised it."""
+    try:
+        return call()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a plugin must not end or break the host process
+        raise _Rejected(f"{what} raised {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` on one line (pluggy's messages span lines), cut to a readable length."""
+    message = textwrap.shorten(str(exc), width=300, placeholder=" ...")
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _name_table(added: object, hook_name: str) -> dict[str, Any]:
+    """What a hook returned as ``{name: factory}``; ``None`` adds nothing."""
+    if added is None:
+        return {}
+    if not isinstance(added, Mapping):
+        raise _Rejected(f"{hook_name}() returned a {type(added).__name__} {reprlib.repr(added)}, "
+                        "not a mapping {name: factory}")
+    table = dict(added)
+    for name in table:
+        if not isinstance(name, str) or not name:
+            raise _Rejected(f"{hook_name}() returned the name {name!r} ({type(name).__name__}); "
+                            "names must be non-empty str")
+    return table
 
 
 def _version(dist: str) -> str:

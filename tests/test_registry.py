@@ -6,9 +6,8 @@ from importlib.metadata import EntryPoint
 import pytest
 
 from magvit import registry
-from magvit.errors import RegistryError
 from magvit.protocols import MaskScheduler, Task
-from magvit.registry import Registry
+from magvit.registry import PluginWarning, Registry
 
 TEN = ["fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cg", "cfp"]
 
@@ -51,7 +50,7 @@ def plugin_dir(tmp_path, monkeypatch):
     return write
 
 
-def test_duplicate_name_names_both_plugins(plugin_dir):
+def test_duplicate_name_keeps_first_and_names_both_plugins(plugin_dir):
     ep = plugin_dir(
         "dup_fp_plugin",
         """
@@ -63,8 +62,11 @@ def test_duplicate_name_names_both_plugins(plugin_dir):
             return {"fp": FramePrediction}
         """,
     )
-    with pytest.raises(RegistryError, match=r"'fp' is registered twice: by plugin 'magvit.tasks'.*'dup_fp_plugin'"):
-        Registry(entry_points=[ep])
+    with pytest.warns(PluginWarning, match=r"'dup_fp_plugin'.*disabled: task 'fp' is already registered by plugin "
+                      r"'magvit.tasks'"):
+        reg = Registry(entry_points=[ep])
+    assert [e.plugin for e in reg.errors] == ["dup_fp_plugin"]
+    assert reg.entry("task", "fp").plugin == "magvit.tasks"
 
 
 def test_broken_plugin_reported_others_load(plugin_dir):
