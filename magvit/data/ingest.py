@@ -14,13 +14,16 @@ Folder layout (UCF-101 / SSv2 style)::
 Each video is decoded with PyAV (short side resized to ``size`` inside FFmpeg, then centre-cropped),
 cut into clips (:mod:`magvit.data.clips`) and written in sorted path order. A file that cannot be decoded,
 or is shorter than one clip, is skipped and listed -- with its reason -- in the returned report and in
-``meta.json``; ingestion never stops for one bad file. Files without a video extension are listed as
+``meta.json``; ingestion never stops for one bad file. A file that decodes fewer frames than its header
+states (cut short, but readable up to the cut) gives the clips of the frames that decode, and is named
+in a warning, the report and ``meta.json`` (``truncated``). Files without a video extension are listed as
 ``ignored``. Hidden files and folders (leading ``.``) are not looked at.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,18 +32,20 @@ import attrs
 from tqdm import tqdm
 
 from magvit.data.clips import clip_span, clip_starts, cut_clip
+from magvit.data.paths import local_path
 from magvit.data.shard_format import (
     CLIP_EXT,
     INFO_EXT,
     LABEL_EXT,
     DatasetMeta,
     ShardInfo,
+    ShortVideo,
     SkippedFile,
     sample_key,
     write_meta,
 )
 from magvit.data.shards import ShardSink, prepare_output_dir
-from magvit.data.video_io import READ_EXTENSIONS, VideoReadError, read_video
+from magvit.data.video_io import READ_EXTENSIONS, VideoReadError, decode_video
 from magvit.errors import InputError, MagvitError
 
 __all__ = ["UNLABELED", "IngestReport", "VideoSource", "find_videos", "write_shards"]
@@ -81,6 +86,7 @@ class IngestReport:
     labelled: bool
     skipped: tuple[SkippedFile, ...]
     ignored: tuple[str, ...]
+    truncated: tuple[ShortVideo, ...] = ()
 
     def __str__(self) -> str:
         used = self.num_videos - len(self.skipped)
@@ -95,6 +101,10 @@ class IngestReport:
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} videos:")
             lines += [f"  {s.path}: {s.reason}" for s in self.skipped]
+        if self.truncated:
+            lines.append(f"{len(self.truncated)} videos decoded fewer frames than their header states (truncated "
+                         "files?); their clips were cut from the frames that decoded:")
+            lines += [f"  {s}" for s in self.truncated]
         return "\n".join(lines)
 
 
@@ -116,7 +126,7 @@ def find_videos(src: str | os.PathLike[str]) -> SourceListing:
     Raises:
         MagvitError: ``src`` is missing, not a folder, or holds no video file.
     """
-    root = Path(src)
+    root = local_path(src, "source folder", use="reads videos from")
     if not root.exists():
         raise MagvitError(f"source folder {root} does not exist; pass a folder of videos (src/<class>/<video>)")
     if not root.is_dir():
@@ -186,21 +196,29 @@ def write_shards(
             yielded a clip (the message lists why each was skipped).
     """
     _check_settings(frames, size, stride, clips_per_video, shard_size)
+    local_path(out, "output folder", use="writes data to")  # before anything is read
     root = Path(src)
     listing = find_videos(root)
     out_dir = prepare_output_dir(out, overwrite=overwrite)
     label_of = {name: i for i, name in enumerate(listing.class_names)}
     skipped = list(listing.skipped)
+    truncated: list[ShortVideo] = []
     counts: Counter[str] = Counter()
     span = clip_span(frames, stride)
     with ShardSink(out_dir, shard_size=shard_size) as sink:
         for index, video in enumerate(tqdm(listing.videos, desc="ingest", unit="video", disable=not progress)):
             rel = video.path.relative_to(root).as_posix()
             try:
-                decoded = read_video(video.path, size=size)
+                video_file = decode_video(video.path, size=size)
             except (VideoReadError, OSError) as exc:
                 skipped.append(SkippedFile(rel, f"unreadable: {exc}"))
                 continue
+            decoded = video_file.frames
+            if video_file.short:
+                assert video_file.header_frames is not None
+                truncated.append(ShortVideo(rel, video_file.header_frames, len(decoded)))
+                warnings.warn(f"data: {truncated[-1]} (truncated file?); ingesting the frames that decode",
+                              stacklevel=2)
             starts = clip_starts(len(decoded), frames=frames, stride=stride, clips_per_video=clips_per_video)
             if not starts:
                 reason = f"too short: {len(decoded)} frames, one clip needs {span} (frames={frames}, stride={stride})"
@@ -236,6 +254,7 @@ def write_shards(
             "shard_size": shard_size,
         },
         skipped=tuple(skipped),
+        truncated=tuple(truncated),
         ignored=listing.ignored,
         created_by="magvit.data.write_shards",
     )
@@ -250,4 +269,5 @@ def write_shards(
         labelled=meta.labelled,
         skipped=meta.skipped,
         ignored=meta.ignored,
+        truncated=meta.truncated,
     )

@@ -4,7 +4,7 @@ The pipeline (one per epoch, built from webdataset's own stages)::
 
     shard list (SimpleShardList, seeded shard shuffle | ResampledShards)
       -> wds.split_by_node -> wds.split_by_worker          (finite mode only)
-      -> wds.tarfile_to_samples(handler=recorder)
+      -> shard_samples(handler=recorder)                   (local files only; webdataset's tar parsing)
       -> wds.shuffle(buffer, rng seeded by (seed, epoch, rank, worker))
       -> wds.map(decode, handler=recorder)
       -> wds.batched(batch_size, collate -> VideoBatch)
@@ -30,9 +30,15 @@ same order) or, for a resampled stream, any counter it checkpointed (e.g. the nu
 ``batches_per_epoch`` blocks), which gives a fresh but reproducible continuation.
 
 Corrupt data never stops an epoch: unreadable shards, truncated tars and undecodable samples are handed to
-a :class:`SkipRecorder` (a webdataset handler), which records *what* (shard, key) and *why*; the skips
-travel with the stream (also out of worker processes) and are collected in :attr:`VideoLoader.report`.
-An epoch that yields no sample at all is an error.
+a :class:`SkipRecorder` (a webdataset handler), which records *what* (shard, key) and *why*, once per
+lost sample (a tar cut inside a sample is that sample, named); the skips travel with the stream (also out
+of worker processes) and are collected in :attr:`VideoLoader.report`. An epoch that yields no sample at
+all is an error.
+
+Only data is read: shard paths must be local (:func:`magvit.data.paths.local_path`; webdataset's ``pipe:``
+and network URLs are refused) and a sample's members are parsed only as the formats magvit writes -- the
+clip's ``.npy`` header is checked to be uint8 (never an object array, so nothing is unpickled) and the
+label is ASCII digits. Other members (``.pyd``, ``.pickle``, ...) are never decoded.
 
 Copies: a clip's ``.npy`` bytes are wrapped without copying (``np.frombuffer``); collation copies them
 once into a uint8 batch, which is what leaves a worker process (4x less inter-process traffic than
@@ -56,6 +62,7 @@ import torch
 import webdataset as wds
 from torch import Tensor
 
+from magvit.data.paths import local_path
 from magvit.data.shard_format import CLIP_EXT, LABEL_EXT, list_shard_files, read_meta
 from magvit.data.video_io import frames_to_video
 from magvit.errors import InputError, MagvitError
@@ -70,6 +77,7 @@ __all__ = [
     "make_eval_loader",
     "make_loader",
     "resolve_shards",
+    "shard_samples",
 ]
 
 
@@ -152,12 +160,50 @@ class SkipRecorder:
             first = first.split(" @ <")[0]
             record = SkippedSample(shard, None, f"{type(exn).__name__}: {first}")
         self._pending.append(record)
-        warnings.warn(f"magvit data: skipped {record.shard} {record.key or ''}: {record.reason}", stacklevel=2)
+        warnings.warn(f"data: skipped {record.shard} {record.key or ''}: {record.reason}", stacklevel=2)
         return True
 
     def drain(self) -> tuple[SkippedSample, ...]:
         pending, self._pending = tuple(self._pending), []
         return pending
+
+
+def _read_error(exn: BaseException) -> str:
+    # tar_file_iterator appends " @ <the open file>" to the message: the shard is named separately.
+    return f"{type(exn).__name__}: {str(exn).split(' @ <')[0]}"
+
+
+def _tagged(files: Iterator[dict[str, Any]], url: str, last_key: list[str | None]) -> Iterator[dict[str, Any]]:
+    for member in files:
+        member["__url__"] = url
+        last_key[0] = wds.tariterators.base_plus_ext(member["fname"])[0]
+        yield member
+
+
+def shard_samples(src: Iterator[dict[str, Any]], handler: Callable[[BaseException], bool]) -> Iterator[dict[str, Any]]:
+    """The samples of each shard ``{"url": path}`` of ``src``: webdataset's ``tarfile_to_samples``, except that
+
+    * a shard is opened as a local file (:func:`~magvit.data.paths.local_path`), never through webdataset's
+      ``gopen`` (whose ``pipe:`` urls run shell commands);
+    * a shard that cannot be read to its end is one :class:`CorruptSample` for ``handler``: a read error
+      ends the shard, and the sample being read when it happened (a truncated tar's last one, whose members
+      are only partly there) is dropped and named once, instead of a read error counted at each level of
+      webdataset's tar iterators plus the partial sample as a further skip.
+    """
+    for item in src:
+        url = str(item["url"])
+        path = local_path(url)  # refused, not skipped: a URL in a shard list is never opened
+        last_key: list[str | None] = [None]
+        try:
+            with open(path, "rb") as stream:
+                # Default handlers re-raise: the first error of a shard lands in the except below.
+                files = _tagged(wds.tariterators.tar_file_iterator(stream), url, last_key)
+                yield from wds.tariterators.group_by_keys(files)
+        except Exception as exn:  # noqa: BLE001 - any unreadable shard is skipped and reported
+            key = last_key[0]
+            reason = _read_error(exn) if key is None else f"the shard breaks off in this sample ({_read_error(exn)})"
+            if not handler(CorruptSample(url, key, reason)):
+                break
 
 
 def decode_clip(sample: dict[str, Any], expected_shape: tuple[int, ...] | None, num_classes: int | None) -> dict[str, Any]:
@@ -257,11 +303,15 @@ class _Source:
 
 
 def resolve_shards(source: str | os.PathLike[str] | Sequence[str]) -> _Source:
-    """Shard urls (and, for a dataset folder, its meta.json facts) from a folder, a brace pattern or a list.
+    """Shard paths (and, for a dataset folder, its meta.json facts) from a folder, a brace pattern or a list.
+
+    Every path must be local (:func:`~magvit.data.paths.local_path`), also after brace expansion.
 
     Raises:
-        MagvitError: a folder without meta.json or shards, or an empty list.
+        MagvitError: a URL (``pipe:``, ``http:``, ...), a folder without meta.json or shards, or an empty list.
     """
+    if isinstance(source, (str, os.PathLike)):
+        local_path(source)
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         meta = read_meta(source)
         files = list_shard_files(source)
@@ -278,6 +328,8 @@ def resolve_shards(source: str | os.PathLike[str] | Sequence[str]) -> _Source:
         urls = tuple(wds.shardlists.expand_urls(text))
     else:
         urls = tuple(str(u) for u in source)
+    for url in urls:
+        local_path(url)
     if not urls:
         raise MagvitError("no shards given; pass a dataset folder, a brace pattern or a list of .tar files")
     return _Source(urls, None, None, None)
@@ -323,7 +375,7 @@ class VideoLoader:
             # Every rank shuffles the shard list identically (seed, epoch), then takes its own slice.
             shard_seed = wds.utils.make_seed(self.seed, epoch) if self.shuffle else None
             stages = [wds.SimpleShardList(urls, seed=shard_seed), wds.split_by_node, wds.split_by_worker]
-        stages.append(wds.tarfile_to_samples(handler=recorder))
+        stages.append(wds.pipelinefilter(shard_samples)(recorder))
         if self.shuffle:
             initial = min(self.shuffle_buffer, max(1, self.shuffle_buffer // 10))
             stages.append(wds.pipelinefilter(_seeded_shuffle)(self.shuffle_buffer, initial, self.seed, epoch))

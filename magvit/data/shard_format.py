@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 
 from magvit.data.atomic import write_text_atomic
+from magvit.data.paths import local_path
 from magvit.errors import MagvitError
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "SHARD_PATTERN",
     "DatasetMeta",
     "ShardInfo",
+    "ShortVideo",
     "SkippedFile",
     "list_shard_files",
     "read_meta",
@@ -70,6 +72,19 @@ class SkippedFile:
 
 
 @attrs.frozen
+class ShortVideo:
+    """An input that decoded fewer frames than its header states (a truncated file): its clips were cut from
+    the frames that decoded."""
+
+    path: str
+    header_frames: int
+    decoded_frames: int
+
+    def __str__(self) -> str:
+        return f"{self.path}: header says {self.header_frames} frames, decoded {self.decoded_frames}"
+
+
+@attrs.frozen
 class ShardInfo:
     """One complete shard: file name (relative to the dataset folder) and number of clips."""
 
@@ -93,6 +108,7 @@ class DatasetMeta:
         labelled: False when the labels carry no information (a flat folder of videos: all class 0).
         settings: the arguments that produced the dataset (frames, size, stride, seed, ...).
         skipped: inputs that produced no clips, with reasons.
+        truncated: inputs that decoded fewer frames than their header states (ingested as far as they decode).
         ignored: files under the source that are not videos (by extension), listed for the record.
         created_by: the function that wrote the dataset.
     """
@@ -104,6 +120,7 @@ class DatasetMeta:
     labelled: bool = True
     settings: dict[str, Any] = attrs.field(factory=dict, converter=dict)
     skipped: tuple[SkippedFile, ...] = attrs.field(default=(), converter=_tuple_of(SkippedFile))
+    truncated: tuple[ShortVideo, ...] = attrs.field(default=(), converter=_tuple_of(ShortVideo))
     ignored: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     created_by: str = ""
 
@@ -139,9 +156,10 @@ def read_meta(folder: str | os.PathLike[str]) -> DatasetMeta:
     """Read ``folder/meta.json``.
 
     Raises:
-        MagvitError: the folder or its meta.json is missing or unreadable (with what to do).
+        MagvitError: a URL instead of a local folder, or the folder or its meta.json is missing or unreadable
+            (with what to do).
     """
-    folder = Path(folder)
+    folder = local_path(folder)
     path = folder / META_NAME
     if not folder.is_dir():
         raise MagvitError(f"dataset folder {folder} does not exist")

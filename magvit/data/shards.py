@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 import webdataset as wds
 
+from magvit.data.paths import local_path
 from magvit.data.shard_format import META_NAME, SHARD_GLOB, SHARD_PATTERN, ShardInfo
 from magvit.errors import InputError, MagvitError
 
@@ -31,7 +32,7 @@ def prepare_output_dir(out: str | os.PathLike[str], *, overwrite: bool) -> Path:
     Only files this library writes are removed: ``meta.json`` first (so an interrupted clean-up leaves an
     obviously incomplete folder), then ``shard-*.tar`` and leftover ``.partial`` shards.
     """
-    out = Path(out)
+    out = local_path(out, "output folder", use="writes data to")
     if out.exists() and not out.is_dir():
         raise MagvitError(f"output {out} exists and is not a folder; choose a folder path")
     out.mkdir(parents=True, exist_ok=True)

@@ -15,11 +15,21 @@ batch size when exact agreement matters. Because of that rounding the ground-tru
 can differ between tasks' calls (cg encodes ``B`` clips, the others ``2B``); the first task's are stored
 as ``tok`` and any other task's differing ones as ``tok-<task>`` (see :mod:`magvit.data.tokens`).
 
-Resumption: one output shard per input shard, same name, written as ``<name>.partial`` and renamed when
-complete. A restarted run checks that ``meta.json`` describes the same job (tokenizer hash, tasks, rule,
-batch size), skips the output shards that exist and rewrites the others, so no sample is ever written twice.
-Under torchrun (``RANK``/``WORLD_SIZE``) rank ``i`` takes input shards ``i, i + world, ...`` of the sorted
-list; whichever process finds every output shard present at its end writes the final ``meta.json``.
+Checks before anything is written: the task options name real arguments of their tasks, the tokenizer
+encodes a first batch of clips for every task (clip size, task conditions), and it has not collapsed
+(every token of that batch one code: a diverged run). A run that fails them leaves no ``meta.json``.
+
+One writer: the run holds :class:`magvit.locking.FolderLock` on ``out`` from before its first write to its
+end, so a second ``data tokenize`` into the same folder is refused at once, naming the holder's pid.
+
+Resumption: one output shard per input shard, same name, written under a hidden temporary name unique to
+the process (:func:`magvit.data.atomic.atomic_path`) and renamed when complete. A restarted run checks that
+``meta.json`` describes the same job (tokenizer hash, tasks, rule, batch size), skips the output shards
+that exist and rewrites the others, so no sample is ever written twice; a ``meta.json`` without any
+finished shard is a fresh start (nothing was made under it). Under torchrun (``RANK``/``WORLD_SIZE``) rank
+``i`` takes input shards ``i, i + world, ...`` of the sorted list, and each rank holds a lock of its own
+(the ranks of one job share the folder); whichever process finds every output shard present at its end
+writes the final ``meta.json``.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import io
 import os
 import tarfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,8 +50,18 @@ import webdataset as wds
 from torch import Tensor
 from tqdm import tqdm
 
-from magvit.data.reader import SkippedSample, SkipRecorder, _FrameBatch, collate_clips, decode_clip
-from magvit.data.shard_format import CLIP_EXT, LABEL_EXT, META_NAME, ShardInfo, list_shard_files, read_meta
+from magvit.data.atomic import atomic_path
+from magvit.data.paths import local_path
+from magvit.data.reader import SkippedSample, SkipRecorder, _FrameBatch, collate_clips, decode_clip, shard_samples
+from magvit.data.shard_format import (
+    CLIP_EXT,
+    LABEL_EXT,
+    META_NAME,
+    DatasetMeta,
+    ShardInfo,
+    list_shard_files,
+    read_meta,
+)
 from magvit.data.tokens import (
     TOKENS_EXT,
     TokenMeta,
@@ -54,10 +74,9 @@ from magvit.data.tokens import (
 )
 from magvit.data.video_io import frames_to_video
 from magvit.errors import InputError, MagvitError
+from magvit.locking import FolderLock
 
 __all__ = ["TokenizeReport", "tokenize_shards"]
-
-_PARTIAL = ".partial"
 
 
 @attrs.frozen
@@ -113,13 +132,13 @@ def _npy(array: np.ndarray) -> bytes:
 
 
 def _read_batches(url: str, batch_size: int, clip_shape: tuple[int, ...], num_classes: int,
-                  recorder: SkipRecorder) -> Iterator[_FrameBatch]:
+                  recorder: Callable[[BaseException], bool]) -> Iterator[_FrameBatch]:
     # Not make_eval_loader: that splits its shard list by rank again, while here the rank split is made
     # once on the full sorted list (before finished shards are dropped), so every rank always owns the
     # same shards across restarts. The stages are the eval loader's: file order, last batch kept.
     pipeline = wds.DataPipeline(
         wds.SimpleShardList([url]),
-        wds.tarfile_to_samples(handler=recorder),
+        wds.pipelinefilter(shard_samples)(recorder),
         wds.map(partial(decode_clip, expected_shape=clip_shape, num_classes=num_classes), handler=recorder),
         wds.batched(batch_size, collation_fn=collate_clips, partial=True),
     )
@@ -186,28 +205,25 @@ class _ShardTokenizer:
 
 def _write_shard(url: Path, target: Path, coder: _ShardTokenizer, batch_size: int, clip_shape: tuple[int, ...],
                  num_classes: int, grid: tuple[int, ...], recorder: SkipRecorder, advance: Callable[[int], Any]) -> int:
-    """Tokenise one input shard into ``target`` (via ``target.partial``); returns the number of samples.
-
-    ``advance(n)`` is called after each encoded batch of ``n`` clips (the progress bar)."""
-    partial_path = target.with_name(target.name + _PARTIAL)
+    """Tokenise one input shard into ``target`` (written under a temporary name, then renamed); returns the
+    number of samples. ``advance(n)`` is called after each encoded batch of ``n`` clips (the progress bar)."""
     count = 0
-    try:
-        with open(partial_path, "wb") as handle:
-            writer = wds.TarWriter(handle, mtime=0)  # fixed mtimes: the same input gives the same bytes
-            for batch in _read_batches(str(url), batch_size, clip_shape, num_classes, recorder):
-                samples = coder.samples(batch, grid)
-                for sample in samples:
-                    writer.write(sample)
-                count += len(samples)
-                advance(len(samples))
-            writer.close()
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        partial_path.unlink(missing_ok=True)
-        raise
-    os.replace(partial_path, target)
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        writer = wds.TarWriter(handle, mtime=0)  # fixed mtimes: the same input gives the same bytes
+        for batch in _read_batches(str(url), batch_size, clip_shape, num_classes, recorder):
+            samples = coder.samples(batch, grid)
+            for sample in samples:
+                writer.write(sample)
+            count += len(samples)
+            advance(len(samples))
+        writer.close()
     return count
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Delete the temporary files of ``target`` left by killed runs (this process holds the lock on it)."""
+    for path in [target.with_name(target.name + ".partial"), *target.parent.glob(f".{target.name}.partial-*")]:
+        path.unlink(missing_ok=True)
 
 
 def _resumed_header(out: Path, header: TokenMeta) -> TokenMeta:
@@ -225,6 +241,69 @@ def _resumed_header(out: Path, header: TokenMeta) -> TokenMeta:
             "or delete the old one"
         )
     return attrs.evolve(header, **unrecorded)
+
+
+def _start(out: Path, header: TokenMeta) -> TokenMeta:
+    """Write or check ``out/meta.json`` before the first shard; returns the header this run continues.
+
+    A ``meta.json`` next to no finished shard is a fresh start: nothing was made under it (a run that failed
+    or was killed before its first shard), so it neither constrains nor blocks the corrected command.
+    """
+    if (out / META_NAME).exists() and list_shard_files(out):
+        return _resumed_header(out, header)
+    write_token_meta(out, header)
+    return header
+
+
+def _build_task_list(tasks: list[str] | str, prompt_sharing: str, options: Mapping[str, Any] | None) -> list[Any]:
+    """The tasks to tokenise; a bad name or option is one :class:`InputError` (:func:`magvit.tasks.build_task`)."""
+    from magvit.tasks import build_tasks
+
+    task_list = build_tasks(tasks, prompt_sharing=prompt_sharing, options=options)
+    dotted = [t.name for t in task_list if "." in t.name]
+    if dotted:  # a dot would end the webdataset key of the member
+        raise InputError(f"task names must not contain '.', got {dotted}")
+    return task_list
+
+
+#: Clips encoded by the check before a run: enough to tell a collapsed tokenizer (one code for every token).
+_CHECK_CLIPS = 4
+
+
+def _first_batch(inputs: Sequence[Path], clip_shape: tuple[int, ...], num_classes: int) -> _FrameBatch | None:
+    """The first readable clips of the dataset (corrupt samples are skipped quietly: the run reports them)."""
+    for url in inputs:
+        for batch in _read_batches(str(url), _CHECK_CLIPS, clip_shape, num_classes, lambda exn: True):
+            return batch
+    return None
+
+
+def _check_encoding(coder: _ShardTokenizer, batch: _FrameBatch, grid: tuple[int, ...], checkpoint: str,
+                    src: Path) -> None:
+    """Encode one batch for every task exactly as the run will: any mismatch between the tokenizer, the clips
+    and the tasks fails here, before anything is written. Also refuses a collapsed tokenizer."""
+    try:
+        samples = coder.samples(batch, grid)
+    except MagvitError:
+        raise
+    except (RuntimeError, ValueError) as exc:
+        t, h, w, _ = batch.frames.shape[1:]
+        raise MagvitError(f"tokenizer {checkpoint} cannot encode the {t}x{h}x{w} clips of {src}: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    tokens = np.stack([np.load(io.BytesIO(m[TOKENS_EXT]), allow_pickle=False) for m in samples])
+    if tokens.size > 1 and (tokens == tokens.flat[0]).all():
+        raise MagvitError(
+            f"the tokenizer {checkpoint} maps every token of the first batch ({len(samples)} clips of {src}) to "
+            f"code {int(tokens.flat[0])}: it has collapsed (a diverged run?); check it with `magvit evaluate`"
+        )
+
+
+def _writer_lock(out: Path, rank: int, world: int) -> FolderLock:
+    if world == 1:
+        return FolderLock(out, "token folder")
+    # The ranks of one torchrun job write disjoint shards of one folder at the same time: each rank holds a
+    # lock of its own, which refuses a second writer of that rank's shards.
+    return FolderLock(out / f".rank-{rank}-lock", f"token folder {out} (rank {rank}):")
 
 
 def tokenize_shards(
@@ -261,15 +340,16 @@ def tokenize_shards(
         MagvitError: bad source, tokenizer checkpoint, or an ``out`` folder of a different job.
     """
     from magvit.masking import TOKEN_RULES
-    from magvit.pipeline import load_tokenizer, task_spec
-    from magvit.tasks import build_tasks
     from magvit.metrics.cache import file_sha256
+    from magvit.pipeline import load_tokenizer, task_spec
 
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if token_rule not in TOKEN_RULES:
         raise InputError(f"token_rule must be one of {list(TOKEN_RULES)}, got {token_rule!r}")
-    src, out = Path(src), Path(out)
+    src, out = local_path(src), local_path(out, "token folder", use="writes data to")
+    if out.exists() and not out.is_dir():
+        raise MagvitError(f"token folder {out} is a file, not a folder: choose another --out path")
     src_meta = read_meta(src)
     listed = {s.name for s in src_meta.shards}
     inputs = [f for f in list_shard_files(src) if f.name in listed]
@@ -277,13 +357,7 @@ def tokenize_shards(
         raise MagvitError(f"{src}: meta.json lists {len(listed)} shards but {len(inputs)} are present")
     if not Path(tokenizer_checkpoint).is_file():
         raise MagvitError(f"tokenizer checkpoint {tokenizer_checkpoint} does not exist")
-    try:
-        task_list = build_tasks(tasks, prompt_sharing=prompt_sharing, options=task_options)
-    except ValueError as exc:
-        raise MagvitError(str(exc)) from exc
-    dotted = [t.name for t in task_list if "." in t.name]
-    if dotted:  # a dot would end the webdataset key of the member
-        raise InputError(f"task names must not contain '.', got {dotted}")
+    task_list = _build_task_list(tasks, prompt_sharing, task_options)
     cached = [t for t in task_list if t.deterministic]
     random_tasks = [t for t in task_list if not t.deterministic]
     if store_video is None:
@@ -312,17 +386,31 @@ def tokenize_shards(
         source=str(src.resolve()),  # resolved: a restart from another working directory is the same job
         batch_size=batch_size,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / META_NAME).exists():
-        header = _resumed_header(out, header)
-    else:
-        write_token_meta(out, header)
-
     rank, world = _rank_world()
-    coder = _ShardTokenizer(tokenizer, cached, token_rule, header.token_dtype, store_video, dev)
-    recorder = SkipRecorder()
-    written, kept, skipped = [], [], []
     mine = inputs[rank::world]
+    coder = _ShardTokenizer(tokenizer, cached, token_rule, header.token_dtype, store_video, dev)
+    with _writer_lock(out, rank, world):
+        if any(not (out / u.name).exists() for u in mine):
+            first = _first_batch(inputs, tuple(src_meta.clip_shape), src_meta.num_classes)
+            if first is not None:
+                _check_encoding(coder, first, grid, str(tokenizer_checkpoint), src)
+        header = _start(out, header)
+        written, kept, skipped = _write_missing(out, mine, coder, src_meta, grid, batch_size, progress)
+        meta = _finish(out, inputs, header, written)
+    if skipped:
+        warnings.warn(f"tokenize: skipped {len(skipped)} corrupt samples", stacklevel=2)
+    return TokenizeReport(out, tuple(written), tuple(kept), tuple(skipped), tuple(t.name for t in cached),
+                          tuple(t.name for t in random_tasks), meta is not None, meta)
+
+
+def _write_missing(out: Path, mine: list[Path], coder: _ShardTokenizer, src_meta: DatasetMeta,
+                   grid: tuple[int, ...], batch_size: int,
+                   progress: bool) -> tuple[list[ShardInfo], list[str], list[SkippedSample]]:
+    """Write the shards of ``mine`` that ``out`` lacks: ``(written, kept, skipped samples)``."""
+    recorder = SkipRecorder()
+    written: list[ShardInfo] = []
+    kept: list[str] = []
+    skipped: list[SkippedSample] = []
     clips = {s.name: s.num_clips for s in src_meta.shards}
     total = sum(clips[u.name] for u in mine)
     with tqdm(total=total, desc="tokenize", unit="clip", disable=not progress, dynamic_ncols=True) as bar:
@@ -332,20 +420,21 @@ def tokenize_shards(
                 kept.append(url.name)
                 bar.update(clips[url.name])
                 continue
+            _remove_leftovers(target)
             n = _write_shard(url, target, coder, batch_size, tuple(src_meta.clip_shape), src_meta.num_classes,
                              grid, recorder, bar.update)
             skipped += recorder.drain()
             written.append(ShardInfo(url.name, n))
+    return written, kept, skipped
 
+
+def _finish(out: Path, inputs: list[Path], header: TokenMeta, written: list[ShardInfo]) -> TokenMeta | None:
+    """The final ``meta.json`` once every output shard exists (other ranks may still be writing theirs)."""
     names = [f.name for f in inputs]
-    done = all((out / n).exists() for n in names)
-    meta = None
-    if done:
-        counts = {s.name: s.num_clips for s in written}
-        shards = [ShardInfo(n, counts[n] if n in counts else _count_samples(out / n)) for n in names]
-        meta = attrs.evolve(header, shards=shards, complete=True)
-        write_token_meta(out, meta)
-    if skipped:
-        warnings.warn(f"tokenize: skipped {len(skipped)} corrupt samples", stacklevel=2)
-    return TokenizeReport(out, tuple(written), tuple(kept), tuple(skipped), tuple(t.name for t in cached),
-                          tuple(t.name for t in random_tasks), done, meta)
+    if not all((out / n).exists() for n in names):
+        return None
+    counts = {s.name: s.num_clips for s in written}
+    shards = [ShardInfo(n, counts[n] if n in counts else _count_samples(out / n)) for n in names]
+    meta = attrs.evolve(header, shards=shards, complete=True)
+    write_token_meta(out, meta)
+    return meta

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from magvit.data.atomic import write_text_atomic
+from magvit.data.paths import local_path
 from magvit.data.reader import CorruptSample, VideoLoader, _Source
 from magvit.data.shard_format import CLIP_EXT, LABEL_EXT, META_NAME, ShardInfo, list_shard_files
 from magvit.data.video_io import frames_to_video
@@ -170,10 +171,10 @@ def read_token_meta(folder: str | os.PathLike[str], *, require_complete: bool = 
     """Read a token-shard folder's ``meta.json``.
 
     Raises:
-        MagvitError: missing folder or meta, not a token-shard folder, or (``require_complete``) a run
-            that has not finished.
+        MagvitError: a URL instead of a local folder, missing folder or meta, not a token-shard folder, or
+            (``require_complete``) a run that has not finished.
     """
-    folder = Path(folder)
+    folder = local_path(folder, "token folder")
     path = folder / META_NAME
     if not path.is_file():
         raise MagvitError(f"{folder} is not a token-shard folder (no {META_NAME}); write one with "

@@ -39,7 +39,9 @@ from magvit.errors import InputError, MagvitError
 __all__ = [
     "READ_EXTENSIONS",
     "WRITE_EXTENSIONS",
+    "DecodedVideo",
     "VideoReadError",
+    "decode_video",
     "frames_to_video",
     "read_video",
     "video_to_frames",
@@ -92,11 +94,31 @@ def _resize_plan(width: int, height: int, size: int) -> tuple[int, int, int, int
     return new_w, new_h, (new_h - size) // 2, (new_w - size) // 2
 
 
-def _decoded_frames(path: Path, size: int | None) -> Iterator[np.ndarray]:
+@attrs.frozen
+class DecodedVideo:
+    """The frames of a video file and the frame count its container header states.
+
+    Attributes:
+        frames: uint8 ``[T, H, W, 3]``.
+        header_frames: frames the header promises (``nb_frames``); None when the container does not say
+            (gif, webm, mkv).
+    """
+
+    frames: np.ndarray
+    header_frames: int | None
+
+    @property
+    def short(self) -> bool:
+        """Fewer frames decoded than the header promises: a truncated or damaged file."""
+        return self.header_frames is not None and len(self.frames) < self.header_frames
+
+
+def _decoded_frames(path: Path, size: int | None, header: list[int | None]) -> Iterator[np.ndarray]:
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise VideoReadError(f"{path}: no video stream")
         stream = container.streams.video[0]
+        header.append(int(stream.frames) or None)  # 0: not recorded
         stream.thread_type = "AUTO"  # frame/slice threads: decoding is the cost of ingestion
         for frame in container.decode(stream):
             if size is None:
@@ -107,6 +129,29 @@ def _decoded_frames(path: Path, size: int | None) -> Iterator[np.ndarray]:
             interp = Interpolation.AREA if new_w <= frame.width else Interpolation.BICUBIC
             rgb = frame.reformat(width=new_w, height=new_h, format="rgb24", interpolation=interp).to_ndarray()
             yield rgb[top : top + size, left : left + size]
+
+
+def decode_video(path: str | os.PathLike[str], *, size: int | None = None) -> DecodedVideo:
+    """:func:`read_video`, with the frame count the file's header states (to notice a truncated file).
+
+    A file cut short often still decodes up to the cut (an mp4 whose index is at its start, an avi): its
+    frames are returned, and :attr:`DecodedVideo.short` tells the caller.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file {path} does not exist")
+    if size is not None and size < 1:
+        raise InputError(f"size must be a positive number of pixels, got {size}")
+    header: list[int | None] = []
+    try:
+        frames = list(_decoded_frames(path, size, header))
+    except VideoReadError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, EOFError, IndexError) as exc:
+        raise VideoReadError(f"{path}: cannot decode ({type(exc).__name__}: {exc})") from exc
+    if not frames:
+        raise VideoReadError(f"{path}: the video stream holds no decodable frames")
+    return DecodedVideo(np.stack(frames), header[0])
 
 
 def read_video(path: str | os.PathLike[str], *, size: int | None = None) -> np.ndarray:
@@ -120,20 +165,7 @@ def read_video(path: str | os.PathLike[str], *, size: int | None = None) -> np.n
         FileNotFoundError: ``path`` does not exist.
         VideoReadError: the file cannot be decoded (corrupt, truncated, not a video) or has no frames.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video file {path} does not exist")
-    if size is not None and size < 1:
-        raise InputError(f"size must be a positive number of pixels, got {size}")
-    try:
-        frames = list(_decoded_frames(path, size))
-    except VideoReadError:
-        raise
-    except (av.FFmpegError, OSError, ValueError, EOFError, IndexError) as exc:
-        raise VideoReadError(f"{path}: cannot decode ({type(exc).__name__}: {exc})") from exc
-    if not frames:
-        raise VideoReadError(f"{path}: the video stream holds no decodable frames")
-    return np.stack(frames)
+    return decode_video(path, size=size).frames
 
 
 # -- writing ----------------------------------------------------------------------------------------
