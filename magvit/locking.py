@@ -59,8 +59,12 @@ class FolderLock:
             ) from None
         owner = {"pid": os.getpid(), "host": socket.gethostname()}
         tmp = self.folder / f"{OWNER_NAME}.{os.getpid()}"
-        tmp.write_text(json.dumps(owner), encoding="utf-8")
-        os.replace(tmp, self.folder / OWNER_NAME)
+        try:
+            tmp.write_text(json.dumps(owner), encoding="utf-8")
+            os.replace(tmp, self.folder / OWNER_NAME)
+        except OSError:  # e.g. a read-only folder whose lock file already exists: do not keep the lock
+            self._lock.release(force=True)
+            raise
         return self
 
     def release(self) -> None:

@@ -9,12 +9,15 @@ the default): the transformer stage does so when it trains from token shards
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
 
-from magvit.data import make_loader
+from magvit.data import make_loader, read_meta
+from magvit.data.shard_format import META_NAME
 from magvit.train.distributed import DistInfo
+from magvit.train.settings import at_least
 
 
 @attrs.frozen
@@ -34,11 +37,11 @@ class DataConfig:
     """
 
     train: str = "data/synthetic/train"
-    batch_size: int = 8
-    num_workers: int = 0
-    shuffle_buffer: int = 1000
+    batch_size: int = attrs.field(default=8, validator=at_least(1))
+    num_workers: int = attrs.field(default=0, validator=at_least(0))
+    shuffle_buffer: int = attrs.field(default=1000, validator=at_least(1))
     resampled: bool | None = None
-    batches_per_epoch: int | None = None
+    batches_per_epoch: int | None = attrs.field(default=None, validator=attrs.validators.optional(at_least(1)))
     seed: int = 0
 
 
@@ -63,13 +66,31 @@ def _per_epoch(loader: Any) -> Callable[[int], Iterable[Any]]:
 def make_data(cfg: DataConfig, info: DistInfo, stage: Any = None) -> Callable[[int], Iterable[Any]]:
     """``epoch -> iterable of batches``, deterministic in ``epoch`` (what the trainer's resume relies on).
 
-    ``stage``: when given and it has a ``data(cfg, info)`` method that returns a stream, that stream is used.
+    ``stage``: when given and it has a ``data(cfg, info)`` method that returns a stream, that stream is used;
+    otherwise the clip folder's ``meta.json`` is checked against the stage (:func:`check_stage_against_data`).
     """
     custom = getattr(stage, "data", None)
     stream = custom(cfg, info) if callable(custom) else None
     if stream is not None:
         return stream
-    return _per_epoch(make_loader(cfg.train, cfg.batch_size, **_loader_options(cfg, info)))
+    loader = make_loader(cfg.train, cfg.batch_size, **_loader_options(cfg, info))
+    if stage is not None:
+        check_stage_against_data(stage, cfg.train)
+    return _per_epoch(loader)
+
+
+def check_stage_against_data(stage: Any, train: str) -> None:
+    """Refuse a clip folder the stage cannot train on (clip size, class count), from its ``meta.json``.
+
+    Brace patterns and shard lists carry no ``meta.json``; they are checked as clips are read.
+    """
+    check = getattr(stage, "check_data", None)
+    folder = Path(train)
+    if not callable(check) or not (folder / META_NAME).is_file():
+        return
+    meta = read_meta(folder)
+    t, h, w = meta.clip_shape[:3]
+    check((t, h, w), meta.num_classes, str(folder))
 
 
 def make_token_data(cfg: DataConfig, info: DistInfo, folder: str, *, tasks: Sequence[str],

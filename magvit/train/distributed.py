@@ -6,10 +6,16 @@ The same code runs single-process (no ``WORLD_SIZE`` in the environment) and und
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import attrs
 import torch
 import torch.distributed as dist
+
+from magvit.errors import MagvitError
+
+if TYPE_CHECKING:
+    from magvit.locking import FolderLock
 
 
 @attrs.frozen
@@ -28,14 +34,41 @@ class DistInfo:
         return self.world_size > 1
 
 
+def resolve_device(name: str | None) -> torch.device:
+    """The device ``--device NAME`` asks for (None: CUDA when available, else the CPU).
+
+    Raises:
+        MagvitError: not a device name, a device other than cpu/cuda, or CUDA asked for but not usable.
+    """
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise MagvitError(f"--device {name!r} is not a device name; use cpu or cuda") from None
+    if device.type not in ("cpu", "cuda"):
+        raise MagvitError(f"--device {name} is not supported; use cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MagvitError(f"--device {name} was asked for but torch.cuda.is_available() is False; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise MagvitError(f"--device {name} was asked for but only {torch.cuda.device_count()} CUDA devices are "
+                          "visible; use --device cuda")
+    return device
+
+
 def setup(device: str | None = None) -> DistInfo:
-    """Initialise the process group when launched by torchrun; pick the device."""
+    """Initialise the process group when launched by torchrun; pick the device (:func:`resolve_device`).
+
+    Under torchrun each process uses the CUDA device of its local rank.
+    """
+    requested = resolve_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-    dev = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
+    use_cuda = requested.type == "cuda"
+    dev = requested
     if use_cuda:
+        dev = torch.device("cuda", requested.index if requested.index is not None and world == 1 else local)
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
@@ -55,3 +88,40 @@ def mean_across_ranks(values: dict[str, float], info: DistInfo) -> dict[str, flo
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=info.device)
     dist.all_reduce(t)
     return {k: float(v) / info.world_size for k, v in zip(keys, t.tolist())}
+
+
+def all_ranks_true(flag: bool, info: DistInfo) -> bool:
+    """True when ``flag`` holds on every rank (one all-reduce), so that all ranks take the same branch."""
+    if not info.distributed:
+        return flag
+    t = torch.tensor([0 if flag else 1], dtype=torch.int32, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item()) == 0
+
+
+def lock_folder(folder: str | os.PathLike[str], what: str, info: DistInfo) -> FolderLock | None:
+    """Take the exclusive lock of an output folder for the run (:class:`magvit.locking.FolderLock`).
+
+    Rank 0 takes it; under torchrun the outcome is broadcast, so every rank of a refused job stops with the
+    same one-line error instead of the others waiting for a rank that has gone. Returns the lock on rank 0
+    (the caller releases it), None on the other ranks.
+    """
+    from magvit.locking import FolderLock
+
+    lock, failure = None, None
+    if info.is_main:
+        lock = FolderLock(folder, what)
+        try:
+            lock.acquire()
+        except MagvitError as exc:
+            failure = exc
+        except OSError as exc:  # e.g. a read-only folder: the lock file cannot be created
+            failure = MagvitError(f"cannot write to {what} {folder}: {exc}")
+    if info.distributed:
+        box = [None if failure is None else str(failure)]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is not None and failure is None:
+            failure = MagvitError(box[0])
+    if failure is not None:
+        raise failure
+    return lock

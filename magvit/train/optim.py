@@ -14,17 +14,19 @@ import attrs
 import torch
 from torch import nn
 
+from magvit.train.settings import at_least, non_negative_finite, positive_finite, unit_interval_pair
+
 
 @attrs.frozen
 class OptimConfig:
     """One optimiser. Defaults are the transformer's (reference 5.4); the tokenizer uses
     ``betas=(0.0, 0.99), weight_decay=0.0`` (reference 4.8)."""
 
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.96)
-    weight_decay: float = 0.045
-    warmup_steps: int = 5000
-    grad_clip: float = 1.0
+    lr: float = attrs.field(default=1e-4, validator=positive_finite)
+    betas: tuple[float, float] = attrs.field(default=(0.9, 0.96), validator=unit_interval_pair)
+    weight_decay: float = attrs.field(default=0.045, validator=non_negative_finite)
+    warmup_steps: int = attrs.field(default=5000, validator=at_least(0))
+    grad_clip: float = attrs.field(default=1.0, validator=non_negative_finite)  # 0: no clipping
 
 
 def is_decayed(name: str, param: nn.Parameter, module_types: dict[str, type]) -> bool:

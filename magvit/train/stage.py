@@ -15,6 +15,7 @@ import attrs
 import torch
 from torch import Tensor, nn  # noqa: F401
 
+from magvit.errors import MagvitError
 from magvit.train.optim import OptimConfig
 
 
@@ -51,7 +52,12 @@ class Stage(ABC):
 
     @abstractmethod
     def phases(self) -> list[PhaseSpec]:
-        """The phases, in the order they run within one step."""
+        """The phases, in the order they run within one step.
+
+        Every phase's loss and gradients of a step are computed before any phase's optimiser steps (from
+        the weights at the start of the step), so that a step with a non-finite loss or gradient in any
+        phase is skipped for all of them.
+        """
 
     @abstractmethod
     def loss(self, phase: str, model: Any, batch: Any, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
@@ -60,6 +66,15 @@ class Stage(ABC):
     @abstractmethod
     def model_config(self) -> dict[str, Any]:
         """Plain-data description from which the models are rebuilt (saved in every checkpoint)."""
+
+    def check_data(self, clip_shape: tuple[int, int, int], num_classes: int, source: str) -> None:
+        """Refuse training data this stage cannot use, at start (before anything is written).
+
+        Args:
+            clip_shape: ``(T, H, W)`` of the data's clips (from its ``meta.json``).
+            num_classes: number of classes of the data (labels are ``0 .. num_classes - 1``).
+            source: how the message names the data (its folder).
+        """
 
     def to(self, device: torch.device) -> Stage:
         """Move frozen parts (not in any phase) to ``device``; phase modules are moved by the trainer."""
@@ -75,3 +90,23 @@ class Stage(ABC):
     def samples(self, batch: Any, generator: torch.Generator) -> dict[str, list[Tensor]]:
         """Periodic samples: name -> grid columns, videos ``[B, 3, T, H, W]`` (e.g. condition | output | truth)."""
         return {}
+
+
+def check_clip_shape(clip_shape: tuple[int, int, int], frames: int, resolution: int, source: str) -> None:
+    """The data's clips must be ``frames x resolution x resolution``: the model is built for that size."""
+    if tuple(clip_shape) != (frames, resolution, resolution):
+        t, h, w = clip_shape
+        raise MagvitError(
+            f"the clips of {source} are {t}x{h}x{w} (frames x height x width) but the model is configured for "
+            f"{frames}x{resolution}x{resolution}; set model.init_args.frames and model.init_args.resolution to "
+            "match the data, or write the data at the model's size"
+        )
+
+
+def check_num_classes(data_classes: int, model_classes: int, source: str) -> None:
+    """A model that takes class labels needs an embedding for every label of the data."""
+    if model_classes < data_classes:
+        raise MagvitError(
+            f"{source} has {data_classes} classes but model.init_args.num_classes is {model_classes}; set it to "
+            f"at least {data_classes} (labels 0..{data_classes - 1} occur in the data)"
+        )

@@ -17,7 +17,8 @@ from magvit import registry
 from magvit.tokenizers.discriminator import build_discriminator
 from magvit.tokenizers.objective import VQGANObjective
 from magvit.train.optim import OptimConfig
-from magvit.train.stage import PhaseSpec, Stage, StepContext
+from magvit.train.settings import in_unit_interval
+from magvit.train.stage import PhaseSpec, Stage, StepContext, check_clip_shape
 
 #: Reference 4.8: optax.adamw(lr 1e-4, b1 0, b2 0.99), weight decay unset; no gradient clipping.
 TOKENIZER_OPTIM = OptimConfig(lr=1e-4, betas=(0.0, 0.99), weight_decay=0.0, warmup_steps=0, grad_clip=0.0)
@@ -63,7 +64,9 @@ class TokenizerStage(Stage):
         optim: OptimConfig = TOKENIZER_OPTIM,
         ema_decay: float = 0.999,
     ) -> None:
+        in_unit_interval(TokenizerStage, "ema_decay", ema_decay)
         self.tokenizer_name = tokenizer
+        self.frames, self.resolution = frames, resolution
         self.tokenizer = registry.get_tokenizer(tokenizer, preset=preset, resolution=resolution, **(tokenizer_options or {}))
         self.discriminator = build_discriminator(
             preset, resolution, frames, spatial_dims=3, **(discriminator_options or {})
@@ -79,6 +82,9 @@ class TokenizerStage(Stage):
             print(f"note: {w.message}")
         self.optim, self.ema_decay = optim, ema_decay
         self._recon: dict[int, Tensor] = {}
+
+    def check_data(self, clip_shape: tuple[int, int, int], num_classes: int, source: str) -> None:
+        check_clip_shape(clip_shape, self.frames, self.resolution, source)
 
     def to(self, device: torch.device) -> TokenizerStage:
         self.objective.to(device)
@@ -96,8 +102,12 @@ class TokenizerStage(Stage):
             loss, recon, logs = self.objective.generator_loss(video, ctx.step, tokenizer=model)
             self._recon[ctx.micro_batch] = recon.detach()  # the discriminator phase of this step reuses it
             return loss, logs
+        anchors = {k: v.clone() for k, v in self.objective.lecam.state_dict().items()}
         loss, logs = self.objective.discriminator_loss(video, self._recon.pop(ctx.micro_batch), ctx.step,
                                                        discriminator=model)
+        if not all(bool(torch.isfinite(v).all()) for v in self.objective.lecam.state_dict().values()):
+            # The trainer skips a step with non-finite logits; the LeCam anchors it moved must not keep them.
+            self.objective.lecam.load_state_dict(anchors)
         return loss, logs
 
     def model_config(self) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from magvit.objective import MultiTaskObjective, ObjectiveConfig, token_loss
 from magvit.pipeline import MagvitPipeline, load_tokenizer, task_spec
 from magvit.tasks import build_tasks
 from magvit.train.optim import OptimConfig
-from magvit.train.stage import PhaseSpec, Stage, StepContext
+from magvit.train.settings import in_unit_interval
+from magvit.train.stage import PhaseSpec, Stage, StepContext, check_clip_shape, check_num_classes
 from magvit.transformer import MaskedTransformer
 
 
@@ -75,6 +76,8 @@ class TransformerStage(Stage):
         seed: int = 0,
         token_shards: str | None = None,
     ) -> None:
+        if ema_decay is not None:
+            in_unit_interval(TransformerStage, "ema_decay", ema_decay)
         self.tokenizer, self.tokenizer_spec = load_tokenizer(tokenizer_checkpoint)
         self.tokenizer_hash = file_sha256(tokenizer_checkpoint)
         self.tasks = build_tasks(tasks, prompt_sharing=prompt_sharing, options=task_options)
@@ -123,6 +126,8 @@ class TransformerStage(Stage):
         if tuple(meta.token_grid) != grid or meta.codebook_size != self.tokenizer.codebook_size:
             raise MagvitError(f"{where}: token grid differs: {tuple(meta.token_grid)} x {meta.codebook_size} codes in "
                               f"the shards, {grid} x {self.tokenizer.codebook_size} for this config; {redo}")
+        if self.transformer.vocab.num_classes:
+            check_num_classes(meta.num_classes, self.transformer.vocab.num_classes, where)
         if meta.token_rule != self.objective_config.token_rule:
             raise MagvitError(f"{where}: token_rule differs: {meta.token_rule!r} in the shards, "
                               f"{self.objective_config.token_rule!r} in objective.token_rule; {redo}")
@@ -144,6 +149,11 @@ class TransformerStage(Stage):
                 if ours.get(key) != theirs.get(key):
                     raise MagvitError(f"{where}: task {task.name!r} argument {key} differs: {theirs.get(key)!r} in "
                                       f"the shards, {ours.get(key)!r} in the config (task_options); {redo}")
+
+    def check_data(self, clip_shape: tuple[int, int, int], num_classes: int, source: str) -> None:
+        check_clip_shape(clip_shape, self.frames, self.resolution, source)
+        if self.transformer.vocab.num_classes:  # labels are model inputs: each needs its embedding
+            check_num_classes(num_classes, self.transformer.vocab.num_classes, source)
 
     def data(self, cfg: Any, info: Any) -> Any:
         """The token-shard stream when ``token_shards`` is set (:func:`magvit.train.data.make_data` asks)."""

@@ -42,7 +42,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def losses(out: Path) -> dict[int, float]:
-    """The last logged transformer loss of every step (a resumed run logs the replayed steps again)."""
+    """The logged transformer loss of every step (the resume drops the rows of the steps it replays)."""
     rows = {}
     with (out / "metrics.csv").open() as f:
         for row in csv.DictReader(f):
@@ -73,5 +73,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_data, tokenizer_checkpoi
     assert not list(killed.glob(".last.pt.*.tmp")), "a temp file of the killed writer was left behind"
     a, b = losses(whole), losses(killed)
     assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
+    with (killed / "metrics.csv").open() as f:  # the replayed steps' rows were dropped on resume: no step twice
+        logged = [(row["step"], row["name"]) for row in csv.DictReader(f)]
+    assert len(logged) == len(set(logged))
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), step
