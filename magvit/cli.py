@@ -1,15 +1,33 @@
 """The ``magvit`` command line (jsonargparse).
 
 Each subcommand is a small typed function; its signature and docstring become its arguments and help.
-User mistakes (:class:`~magvit.errors.MagvitError`, missing files) are printed as one line on stderr with
-exit code 2, never as a traceback; jsonargparse reports bad arguments and unknown config keys likewise.
+
+The error boundary (:func:`main`): whatever the user can cause or fix ends the command with one line
+``magvit: error: ...`` on stderr and exit code 2, never a traceback:
+
+* :class:`~magvit.errors.MagvitError` (bad input, config or file; a refused pickle);
+* every ``OSError`` (a missing file, no permission, no space left, a folder where a file should be);
+* a weights file in the wrong format that a loader did not already name (safetensors' ``SafetensorError``,
+  ``pickle.UnpicklingError``, ``zipfile.BadZipFile``); torch's advice to retry a refused pickle with
+  ``weights_only=False`` is never printed;
+* config errors: a bad argument or config key (jsonargparse), a value an ``attrs`` validator refused while
+  the config was instantiated, an unknown registry name (``KeyError`` from :mod:`magvit.registry`).
+
+Any other exception is a bug (in magvit, a plugin or a library below): it is not dressed up as a user
+error but printed with its traceback, followed by one ``magvit: internal error`` line, exit code 1.
+``--debug`` (before the subcommand) or ``MAGVIT_DEBUG=1`` re-raises every exception, user errors
+included, so the full traceback shows. While a command runs, each warning prints as one line
+``magvit: warning: ...`` (the previous ``warnings.showwarning`` is restored afterwards; importing the
+library changes no process-wide state).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +71,8 @@ def cmd_plugins() -> str:
         rows.append((plugin, source, " ".join(added) or "-"))
     out = _table(rows, ("plugin", "source", "registers"))
     if reg.errors:
-        out += "\n\nplugins that failed to load:\n" + "\n".join(f"  {e.plugin} ({e.source}): {e.error}" for e in reg.errors)
+        out += "\n\nplugins that failed to load (disabled; uninstall or fix them):\n" + "\n".join(
+            f"  {e.plugin} ({e.source}): {e.error}. {e.hint}" for e in reg.errors)
     return out
 
 
@@ -143,21 +162,35 @@ def cmd_data_tokenize(tokenizer_checkpoint: str, src: str, out: str, tasks: str 
 
 
 def cmd_fit(cfg: Namespace, parser: ArgumentParser) -> str:
-    """Train a stage (the model is a class_path in the config) with the shared trainer."""
+    """Train a stage (the model is a class_path in the config) with the shared trainer.
+
+    Before anything is written: the settings are range-checked, the stage is checked against the data, and
+    the run folder is locked for this run (a second writer is refused); on --resume the checkpoint's
+    settings are compared with these.
+    """
     from magvit.train import distributed
     from magvit.train.data import DataConfig, make_data
     from magvit.train.trainer import Trainer, TrainerConfig
 
+    if cfg.resume_override and not cfg.resume:
+        raise MagvitError("--resume_override accepts changed settings of a resumed run: pass --resume too")
     info = distributed.setup(cfg.device)
+    lock = None
     try:
-        init = parser.instantiate(cfg)
+        init = _instantiate_fit(parser, cfg)
         stage = init.model
         trainer_cfg: TrainerConfig = init.trainer
         data_cfg: DataConfig = init.data
-        run_config = json.loads(parser.dump(cfg, format="json"))  # plain data for the checkpoint
-        trainer = Trainer(stage, make_data(data_cfg, info, stage), trainer_cfg, info, run_config)
-        if cfg.resume and trainer.resume():
+        # plain data for the checkpoint; None values are kept so that a resume sees every setting
+        run_config = json.loads(parser.dump(cfg, format="json", skip_unset=False))
+        data = make_data(data_cfg, info, stage)
+        lock = distributed.lock_folder(trainer_cfg.out_dir, "run folder", info)
+        trainer = Trainer(stage, data, trainer_cfg, info, run_config)
+        if cfg.resume and trainer.resume(accept_changes=cfg.resume_override):
             print(f"resuming from {trainer.checkpoint_path} at step {trainer.step}", file=sys.stderr)
+            if trainer.step >= trainer_cfg.max_steps:
+                done = "= max_steps" if trainer.step == trainer_cfg.max_steps else f"> max_steps {trainer_cfg.max_steps}"
+                return f"already at step {trainer.step} {done}; nothing to do" if info.is_main else ""
         elif not cfg.resume and trainer.checkpoint_path.exists():
             raise MagvitError(
                 f"{trainer.checkpoint_path} already exists: pass --resume to continue that run, or set "
@@ -166,7 +199,27 @@ def cmd_fit(cfg: Namespace, parser: ArgumentParser) -> str:
         trainer.fit()
         return f"done: step {trainer.step}, checkpoint {trainer.checkpoint_path}" if info.is_main else ""
     finally:
+        if lock is not None:
+            lock.release()
         distributed.teardown()
+
+
+def _instantiate_fit(parser: ArgumentParser, cfg: Namespace) -> Namespace:
+    """``parser.instantiate(cfg)``; a setting out of range is one error line naming its flag."""
+    from magvit.train.data import DataConfig
+    from magvit.train.optim import OptimConfig
+    from magvit.train.settings import SettingError
+    from magvit.train.stage import Stage
+    from magvit.train.trainer import TrainerConfig
+
+    sections = {TrainerConfig: "trainer", DataConfig: "data", OptimConfig: "model.init_args.optim"}
+    try:
+        return parser.instantiate(cfg)
+    except SettingError as exc:
+        section = "model.init_args" if issubclass(exc.owner, Stage) else sections.get(exc.owner)
+        if section is None:
+            raise
+        raise MagvitError(exc.message(f"--{section}.{exc.setting}")) from None
 
 
 def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None, sample: int = 0,
@@ -189,23 +242,38 @@ def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None,
     from magvit.pipeline import MagvitPipeline
     from magvit.visualize import save_video_grid
 
+    _check_counts(steps=steps)
+    _check_counts(low=0, sample=sample)
+    _check_output(out)
     pipe = MagvitPipeline.from_checkpoint(checkpoint)
     t = pipe.task(task)
+    if label is not None and not t.uses_class:
+        raise MagvitError(f"task {task!r} does not use a class label: drop --label (class tasks of this model: "
+                          f"{', '.join(n for n, x in pipe.tasks.items() if x.uses_class) or 'none'})")
     video = None
     if input is not None:
         video, sample_label = _load_input(input, sample, pipe)
         label = sample_label if label is None else label
     elif t.needs_video:
         raise MagvitError(f"task {task!r} needs --input (a video file or a shard folder)")
+    if t.uses_class and label is None:
+        raise MagvitError(f"task {task!r} is class-conditional: pass --label <class index>")
     gen = pipe.generate(t, video, label, steps=steps, generator=torch.Generator().manual_seed(seed))
     columns = [gen]
     if grid and video is not None:
         columns = [t.condition(video).video, gen, video]
-    path = save_video_grid(columns, out, scale=2 if gen.shape[-1] < 128 else 1)
+    try:
+        path = save_video_grid(columns, out, scale=2 if gen.shape[-1] < 128 else 1)
+    except OSError as exc:
+        if exc.filename is not None or exc.strerror is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, out) from None  # the writer's temp file error names no file
     return f"wrote {path}"
 
 
 def _load_input(path: str, sample: int, pipe: Any) -> tuple[Any, int | None]:
+    """The clip to condition on, ``[1, 3, T, H, W]``, and its label (shards only): a video file is resized
+    and centre-cropped to the model's resolution and its first ``pipe.frames`` frames are used."""
     import torch
 
     from magvit.data import frames_to_video, make_eval_loader, read_video
@@ -218,10 +286,30 @@ def _load_input(path: str, sample: int, pipe: Any) -> tuple[Any, int | None]:
             if i == sample:
                 return batch.video, int(batch.label[0])
         raise MagvitError(f"shard folder {path} has fewer than {sample + 1} clips")
-    frames = read_video(p, size=pipe.resolution)
+    frames = read_video(p, size=pipe.resolution)  # uint8 numpy [T, H, W, 3]
     if frames.shape[0] < pipe.frames:
         raise MagvitError(f"{path} has {frames.shape[0]} frames; the model needs clips of {pipe.frames}")
-    return frames_to_video(frames[: pipe.frames])[None].to(torch.float32), None
+    return frames_to_video(torch.from_numpy(frames[: pipe.frames]))[None].to(torch.float32), None
+
+
+def _check_counts(low: int = 1, **values: int) -> None:
+    """One error line naming the flag of a count below ``low`` (``--steps 0``), before any work is done."""
+    for name, value in values.items():
+        if value < low:
+            raise MagvitError(f"--{name} must be at least {low}, got {value}")
+
+
+def _check_output(out: str) -> None:
+    """Refuse an output path the video writer cannot take before the model is loaded and run."""
+    from magvit.data.video_io import WRITE_EXTENSIONS
+
+    path = Path(out)
+    if path.is_dir():
+        raise MagvitError(f"--out {out!r} is a folder; give a video file name ending in one of "
+                          f"{', '.join(WRITE_EXTENSIONS)}")
+    if path.suffix.lower() not in WRITE_EXTENSIONS:
+        raise MagvitError(f"--out {out!r}: cannot write video with extension {path.suffix!r}; use one of "
+                          f"{', '.join(WRITE_EXTENSIONS)}")
 
 
 def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int = 256, batch_size: int = 8,
@@ -245,8 +333,11 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
     from magvit.metrics.evaluation import evaluate_tasks
     from magvit.pipeline import MagvitPipeline
 
+    _check_counts(num_clips=num_clips, batch_size=batch_size, steps=steps)
     pipe = MagvitPipeline.from_checkpoint(checkpoint)
     names = None if tasks == "all" else [t.strip() for t in tasks.split(",") if t.strip()]
+    for name in names or ():
+        pipe.task(name)  # an unknown task is refused before the data and FVD are set up
     report = evaluate_tasks(pipe, make_eval_loader(data, batch_size), names, fvd_extractor="i3d" if fvd else None,
                             paste_condition=paste_condition, steps=steps, seed=seed, max_clips=num_clips)
     if out is not None:
@@ -342,12 +433,20 @@ def fit_parser() -> ArgumentParser:
     p.add_class_arguments(TrainerConfig, "trainer")
     p.add_argument("--resume", type=bool, nargs="?", const=True, default=False,
                    help="continue from trainer.out_dir/last.pt (`--resume` alone means true)")
+    p.add_argument("--resume_override", type=bool, nargs="?", const=True, default=False,
+                   help="with --resume: continue even though settings that change what the run computes (model, "
+                        "optimiser, batch size, data, max_steps, ...) differ from the checkpoint's; the new values "
+                        "apply and are recorded in trainer.out_dir/resume_overrides.log")
     p.add_argument("--device", type=str | None, default=None, help="cpu or cuda (default: cuda when available)")
     return p
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="magvit", description="MAGVIT: masked generative video transformer")
+    # exit_on_error=False (inherited by the subcommands): a bad argument raises, and main prints one line
+    parser = ArgumentParser(prog="magvit", description="MAGVIT: masked generative video transformer",
+                            exit_on_error=False)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of any error (also: environment variable MAGVIT_DEBUG=1)")
     sub = parser.add_subcommands(dest="command")
     for name, fn in SIMPLE.items():
         sub.add_subcommand(name, _function_parser(fn), help=(fn.__doc__ or "").split("\n")[0])
@@ -377,21 +476,138 @@ def run(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; see the module docstring for what reaches the user and with which exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        out = run(argv)
-    except (MagvitError, FileNotFoundError) as exc:
-        print(f"magvit: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyError as exc:  # unknown registry names list the known ones
-        print(f"magvit: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("magvit: interrupted", file=sys.stderr)
-        return 130
+    debug = _debug_requested(argv)
+    with _one_line_warnings():
+        try:
+            out = run(argv)
+        except KeyboardInterrupt:
+            print("magvit: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:
+            if debug:
+                raise
+            message = user_error(exc, _command_of(argv))
+            if message is None:
+                import traceback
+
+                traceback.print_exc()
+                print(f"magvit: internal error: {type(exc).__name__}: {_one_line(str(exc))} -- a bug in magvit, "
+                      "a plugin or a library it uses; please report it with the traceback above", file=sys.stderr)
+                return 1
+            print(f"magvit: error: {message}", file=sys.stderr)
+            return 2
     if out:
         print(out)
     return 0
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Within it, every warning prints as one line ``magvit: warning: ...`` on stderr (Python's default
+    format adds the source line); the previous ``warnings.showwarning`` is restored on exit."""
+    previous = warnings.showwarning
+
+    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+        kind = "" if issubclass(category, UserWarning) else f"{category.__name__}: "
+        print(f"magvit: warning: {kind}{_one_line(str(message))}", file=file or sys.stderr)
+
+    warnings.showwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
+def _debug_requested(argv: Sequence[str]) -> bool:
+    """``--debug`` among the options before the subcommand, or ``MAGVIT_DEBUG`` set to a true value."""
+    import os
+
+    for arg in argv:
+        if arg == "--debug":
+            return True
+        if not arg.startswith("-"):
+            break
+    return os.environ.get("MAGVIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _command_of(argv: Sequence[str]) -> str:
+    """``fit`` or ``data tokenize``: the subcommand named in ``argv`` (for the hint of an argument error)."""
+    words = [a for a in argv if not a.startswith("-")][:2]
+    if words and words[0] == "data":
+        return " ".join(words) if len(words) > 1 and words[1] in DATA else "data"
+    return words[0] if words and (words[0] in SIMPLE or words[0] == "fit") else ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def user_error(exc: BaseException, command: str = "") -> str | None:
+    """The one-line message of an error the user can fix, or ``None`` for an unexpected exception (a bug)."""
+    import pickle
+    import zipfile
+
+    from jsonargparse import ArgumentError
+
+    if isinstance(exc, MagvitError):
+        return _one_line(str(exc))
+    if isinstance(exc, ArgumentError):
+        hint = f" (see `magvit {command} --help`)" if command else " (see `magvit --help`)"
+        return _one_line(str(exc)) + hint
+    if isinstance(exc, OSError):
+        return _os_error(exc)
+    if isinstance(exc, KeyError) and _raised_in(exc, "magvit.registry"):  # an unknown name lists the known ones
+        return _one_line(str(exc.args[0]) if exc.args else repr(exc))
+    if isinstance(exc, (pickle.UnpicklingError, zipfile.BadZipFile)) or type(exc).__name__ == "SafetensorError":
+        detail = _one_line(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
+        if "weights_only" in detail:  # never advise loading a refused file as code
+            detail = "it holds Python objects other than tensors and plain data (refused)"
+        return f"a weights file could not be read ({type(exc).__name__}: {detail})"
+    if isinstance(exc, (ValueError, TypeError)) and _raised_by_attrs_init(exc):
+        return _one_line(str(exc))
+    return None
+
+
+_ERRNO_HINTS = {
+    "EACCES": "check the permissions, or choose another path",
+    "EPERM": "check the permissions, or choose another path",
+    "EROFS": "choose another path",
+    "ENOSPC": "free some space, or choose another path",
+    "EDQUOT": "free some space, or choose another path",
+    "EISDIR": "a folder is where a file was expected",
+    "ENOTDIR": "a file is where a folder was expected",
+}
+
+
+def _os_error(exc: OSError) -> str:
+    import errno
+
+    if exc.strerror is None or exc.filename is None:
+        return _one_line(str(exc))
+    target = repr(str(exc.filename)) + (f" -> {str(exc.filename2)!r}" if exc.filename2 is not None else "")
+    hint = _ERRNO_HINTS.get(errno.errorcode.get(exc.errno or 0, ""))
+    return f"{exc.strerror}: {target}" + (f" ({hint})" if hint else "")
+
+
+def _raised_in(exc: BaseException, module: str) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is code of ``module``."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_globals.get("__name__") == module
+
+
+def _raised_by_attrs_init(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of an attrs-generated ``__init__`` (a validator or converter refused a value)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.startswith("<attrs generated"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 if __name__ == "__main__":

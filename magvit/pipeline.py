@@ -9,22 +9,25 @@ self-contained file: tokenizer and transformer configs and weights, and the task
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from magvit import registry
 from magvit.decoding import commit_decode, maskgit_decode
 from magvit.errors import InputError, MagvitError
+from magvit.limits import MAX_VIDEO_PIXELS, check_int
 from magvit.malloc import release_freed_memory
-from magvit.masking import task_token_mask
+from magvit.masking import TOKEN_RULES, task_token_mask
 from magvit.protocols import Condition, Task
-from magvit.tasks import build_tasks
+from magvit.tasks import build_task, build_tasks
 from magvit.tasks.base import check_video
 from magvit.train import checkpoint as ckpt
 from magvit.transformer import MaskedTransformer
@@ -39,7 +42,8 @@ def task_spec(task: Task) -> dict[str, Any]:
 
 
 def tasks_from_specs(specs: Sequence[dict[str, Any]]) -> list[Task]:
-    return [registry.get_task(s["name"], **s.get("args", {})) for s in specs]
+    """The tasks of a saved config; an unknown task or option is one :class:`InputError`."""
+    return [build_task(s["name"], s.get("args", {})) for s in specs]
 
 
 def tokenizer_spec(name: str, tokenizer: nn.Module) -> dict[str, Any]:
@@ -47,8 +51,23 @@ def tokenizer_spec(name: str, tokenizer: nn.Module) -> dict[str, Any]:
 
 
 def build_tokenizer(spec: dict[str, Any], state: dict[str, Tensor] | None = None) -> nn.Module:
-    """Rebuild a tokenizer from its registry name and config, optionally loading weights."""
-    tokenizer = registry.get_tokenizer(spec["name"], **spec["config"])
+    """Rebuild a tokenizer from its registry name and config, optionally loading weights.
+
+    The config may come from a file someone else wrote: an unknown tokenizer or option, a value of the
+    wrong type or an absurd size is one :class:`MagvitError`, raised before any weight is allocated.
+    """
+    try:
+        factory = registry.default_registry().entry("tokenizer", spec["name"]).factory
+    except KeyError as exc:
+        raise MagvitError(exc.args[0]) from None
+    try:
+        tokenizer = factory(**spec["config"])
+    except MagvitError:
+        raise
+    except (TypeError, ValueError) as exc:  # a plugin factory's own argument errors
+        detail = " ".join(str(exc).split())
+        raise MagvitError(f"tokenizer {spec['name']!r} cannot be built from the config {spec['config']!r}: "
+                          f"{detail}") from None
     if state is not None:
         ckpt.load_module_state(tokenizer, state, "tokenizer weights")
     return tokenizer.eval().requires_grad_(False)
@@ -59,9 +78,77 @@ def load_tokenizer(path: str | os.PathLike, map_location: str = "cpu") -> tuple[
     state = ckpt.load(path, map_location)
     if state.get("stage") != "tokenizer":
         raise MagvitError(f"{path} is a {state.get('stage')!r} checkpoint; expected one written by the tokenizer stage")
-    spec = state["model_config"]["tokenizer"]
-    weights = state["ema"].get("generator") or state["models"]["generator"]
-    return build_tokenizer(spec, weights), spec
+    spec = _tokenizer_spec(_part(state, "model_config", dict, path), path)
+    section = "ema" if (state.get("ema") or {}).get("generator") else "models"
+    return build_tokenizer(spec, _weights(state, section, "generator", path)), spec
+
+
+def _part(obj: dict[str, Any], key: str, kind: type, path: str | os.PathLike, where: str = "") -> Any:
+    """``obj[key]`` of a checkpoint read from ``path``, checked to be a ``kind``: a forged or damaged file
+    is one error line naming the entry, never a ``KeyError`` deep in the loading code."""
+    value = obj.get(key)
+    if not isinstance(value, kind):
+        got = type(value).__name__ if key in obj else "nothing"
+        raise MagvitError(f"checkpoint {str(path)!r}: its entry {where}{key} should be a {kind.__name__}, got {got}; "
+                          "the file was not written by magvit or was edited")
+    return value
+
+
+def _weights(state: dict[str, Any], section: str, name: str, path: str | os.PathLike) -> dict[str, Tensor]:
+    """The state dict ``state[section][name]`` of a checkpoint, checked to map names to tensors."""
+    weights = _part(_part(state, section, dict, path), name, dict, path, f"{section}.")
+    bad = next((k for k, v in weights.items() if not isinstance(v, Tensor)), None)
+    if bad is not None:
+        raise MagvitError(f"checkpoint {str(path)!r}: {section}.{name}[{bad!r}] should be a tensor, got "
+                          f"{type(weights[bad]).__name__}; the file was not written by magvit or was edited")
+    return weights
+
+
+def _tokenizer_spec(model_config: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    spec = _part(model_config, "tokenizer", dict, path, "model_config.")
+    _part(spec, "name", str, path, "model_config.tokenizer.")
+    _part(spec, "config", dict, path, "model_config.tokenizer.")
+    return spec
+
+
+def _pipeline_config(state: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """The ``model_config`` of a transformer-stage checkpoint, its structure checked (the values are checked
+    by the constructors, before anything is allocated; the weights by :func:`_weights`)."""
+    cfg = _part(state, "model_config", dict, path)
+    _tokenizer_spec(cfg, path)
+    _part(cfg, "transformer", dict, path, "model_config.")
+    for i, spec in enumerate(_part(cfg, "tasks", list, path, "model_config.")):
+        _part({f"tasks[{i}]": spec}, f"tasks[{i}]", dict, path, "model_config.")
+        _part(spec, "name", str, path, f"model_config.tasks[{i}].")
+        if "args" in spec:
+            _part(spec, "args", dict, path, f"model_config.tasks[{i}].")
+    return cfg
+
+
+def label_tensor(label: Any, num_classes: int) -> Tensor:
+    """Long ``[N]`` class indices of ``label``: an int, a sequence of ints, or an integer numpy array or tensor.
+
+    A string, a float, a bool or a float tensor is an :class:`InputError` rather than being rounded or cast.
+    """
+    expected = f"label must be an int class index in [0, {num_classes}) (or a sequence or integer tensor of them)"
+    if isinstance(label, (Tensor, np.ndarray)):
+        labels = torch.as_tensor(label)
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise InputError(f"{expected}, got a {labels.dtype} tensor")
+    elif _is_int(label):
+        labels = torch.tensor([int(label)])
+    elif isinstance(label, Sequence) and not isinstance(label, (str, bytes)) and all(_is_int(v) for v in label):
+        labels = torch.tensor([int(v) for v in label], dtype=torch.long)
+    else:
+        raise InputError(f"{expected}, got {label!r} ({type(label).__name__})")
+    labels = labels.reshape(-1).long()
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise InputError(f"label out of range: got {labels.tolist()}, expected int class indices in [0, {num_classes})")
+    return labels
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 class MagvitPipeline:
@@ -87,6 +174,14 @@ class MagvitPipeline:
         token_rule: str = "supervoxel",
         tokenizer_name: str | None = None,
     ) -> None:
+        check_int("MagvitPipeline", "frames", frames, 1)
+        check_int("MagvitPipeline", "resolution", resolution, 1)
+        if frames * resolution * resolution > MAX_VIDEO_PIXELS:
+            raise InputError(f"MagvitPipeline: clips of {frames}x{resolution}x{resolution} exceed the "
+                             f"{MAX_VIDEO_PIXELS} pixels this library generates; the config is corrupt or not "
+                             "meant for it")
+        if token_rule not in TOKEN_RULES:
+            raise InputError(f"MagvitPipeline: token_rule must be one of {TOKEN_RULES}, got {token_rule!r}")
         self.tokenizer = tokenizer.eval().requires_grad_(False)
         self.transformer = transformer.eval()
         self.tasks = {t.name: t for t in tasks}
@@ -138,14 +233,15 @@ class MagvitPipeline:
     def _labels(self, task: Task, label: Tensor | int | Sequence[int] | None, batch: int | None) -> Tensor | None:
         if not task.uses_class:
             return None
+        c = self.transformer.vocab.num_classes
+        if c == 0:
+            raise InputError(f"task {task.name!r} is class-conditional, but this model was trained without classes "
+                             "(num_classes 0); use a task without a class label")
         if label is None:
             raise InputError(f"task {task.name!r} is class-conditional: pass label=<class index>")
-        labels = torch.as_tensor(label, dtype=torch.long).reshape(-1)
+        labels = label_tensor(label, c)
         if batch is not None and labels.numel() == 1:
             labels = labels.expand(batch)
-        c = self.transformer.vocab.num_classes
-        if labels.numel() and (labels.min() < 0 or labels.max() >= c):
-            raise InputError(f"class label out of range: got {labels.tolist()}, expected integers in [0, {c})")
         if batch is not None and labels.numel() != batch:
             raise InputError(f"got {labels.numel()} labels for a batch of {batch} videos")
         return labels.to(self.device)
@@ -266,12 +362,13 @@ class MagvitPipeline:
                 f"{path} is a {state.get('stage')!r} checkpoint; generation needs a transformer-stage checkpoint "
                 "(magvit fit with a transformer config) or a saved pipeline"
             )
-        cfg = state["model_config"]
-        tokenizer = build_tokenizer(cfg["tokenizer"], state["extra"]["tokenizer"])
-        transformer = MaskedTransformer(**cfg["transformer"])
-        weights = state["ema"].get("transformer") if use_ema and state.get("ema") else None
-        ckpt.load_module_state(transformer, weights or state["models"]["transformer"], "transformer weights")
+        cfg = _pipeline_config(state, path)
+        tokenizer = build_tokenizer(cfg["tokenizer"], _weights(state, "extra", "tokenizer", path))
+        transformer = MaskedTransformer.from_config(cfg["transformer"])
+        section = "ema" if use_ema and (state.get("ema") or {}).get("transformer") else "models"
+        ckpt.load_module_state(transformer, _weights(state, section, "transformer", path), "transformer weights")
         return cls(
-            tokenizer, transformer, tasks_from_specs(cfg["tasks"]), frames=cfg["frames"], resolution=cfg["resolution"],
+            tokenizer, transformer, tasks_from_specs(cfg["tasks"]), frames=cfg.get("frames"),
+            resolution=cfg.get("resolution"),
             token_rule=cfg.get("token_rule", "supervoxel"), tokenizer_name=cfg["tokenizer"]["name"],
         )

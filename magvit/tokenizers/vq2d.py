@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
-from magvit.tokenizers.tokenizer import VQTokenizer, fold_time, unfold_time
+from magvit.tokenizers.tokenizer import VQTokenizer, as_list, fold_time, unfold_time
 from magvit.tokenizers.vq3d import preset_arguments
 
 
@@ -40,7 +40,7 @@ class VQ2D(VQTokenizer):
     ) -> None:
         config = dict(
             filters=filters,
-            channel_multipliers=[int(m) for m in channel_multipliers],
+            channel_multipliers=as_list(channel_multipliers),  # checked as ints by VQTokenizer
             num_res_blocks=num_res_blocks,
             codebook_size=codebook_size,
             embedding_dim=embedding_dim,
@@ -52,7 +52,8 @@ class VQ2D(VQTokenizer):
             entropy_temperature=entropy_temperature,
             seed=seed,
         )
-        super().__init__(temporal_downsample=(False,) * (len(channel_multipliers) - 1), **config)
+        levels = len(config["channel_multipliers"]) if isinstance(config["channel_multipliers"], list) else 1
+        super().__init__(temporal_downsample=(False,) * (levels - 1), **config)
         self._config = config
 
     def to_network(self, video: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from magvit.errors import InputError
 from magvit.tokenizers import presets
-from magvit.tokenizers.tokenizer import VQTokenizer
+from magvit.tokenizers.tokenizer import VQTokenizer, as_list
 
 
 class VQ3D(VQTokenizer):
@@ -44,8 +44,8 @@ class VQ3D(VQTokenizer):
     ) -> None:
         config = dict(
             filters=filters,
-            channel_multipliers=[int(m) for m in channel_multipliers],
-            temporal_downsample=[bool(t) for t in temporal_downsample],
+            channel_multipliers=as_list(channel_multipliers),  # checked as ints by VQTokenizer
+            temporal_downsample=as_list(temporal_downsample),
             num_res_blocks=num_res_blocks,
             codebook_size=codebook_size,
             embedding_dim=embedding_dim,
@@ -91,11 +91,12 @@ def preset_arguments(preset: str, resolution: int, overrides: dict[str, Any], al
         embedding_dim=p.embedding_dim,
         norm_groups=p.norm_groups,
     )
-    if "temporal_downsample" in allowed:
-        args["temporal_downsample"] = presets.temporal_downsample(tuple(overrides.get("channel_multipliers", mults)))
+    given = as_list(overrides.get("channel_multipliers", mults))
+    if "temporal_downsample" in allowed and isinstance(given, list):  # otherwise the constructor names the error
+        args["temporal_downsample"] = presets.temporal_downsample(tuple(given))
     args.update(overrides)
-    if args.get("quantizer") == "lfq" and "embedding_dim" not in overrides:
-        args["embedding_dim"] = max(1, int(args["codebook_size"]).bit_length() - 1)
+    if args.get("quantizer") == "lfq" and "embedding_dim" not in overrides and isinstance(args["codebook_size"], int):
+        args["embedding_dim"] = max(1, args["codebook_size"].bit_length() - 1)
     return args
 
 
