@@ -246,8 +246,8 @@ class Trainer:
         if not path.exists():
             return False
         state = ckpt.load(path, map_location=self.info.device)
-        if state["stage"] != self.stage.name:
-            raise MagvitError(f"{path} is a {state['stage']} checkpoint, but this run trains the {self.stage.name}")
+        if state.get("stage") != self.stage.name:
+            raise MagvitError(f"{path} is a {state.get('stage')} checkpoint, but this run trains the {self.stage.name}")
         changes = changed_settings(state.get("run_config") or {}, self.run_config)
         if changes and not accept_changes:
             raise MagvitError(
@@ -255,6 +255,24 @@ class Trainer:
                 f"{format_changes(changes)}; resume with the checkpoint's settings, or pass --resume_override "
                 "to continue with the new ones"
             )
+        try:
+            self._load_state(state)
+        except MagvitError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            # A checkpoint edited by hand or written by something else: its parts are not what `fit` saves.
+            detail = f"missing entry {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+            raise MagvitError(f"{path} is not a complete {self.stage.name} training checkpoint ({detail}); "
+                              "resume only from a last.pt written by `magvit fit`") from None
+        self.saved_step = self.step if path == self.checkpoint_path else None
+        if self.info.is_main:
+            if changes:
+                self._record_changes(changes)
+            drop_metrics_after(self.out / "metrics.csv", self.step)
+        return True
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        """Weights, optimisers, schedules, EMAs, step, data position and RNG states of a checkpoint."""
         for p in self.phases:
             ckpt.load_module_state(p.module, state["models"][p.spec.name], f"{p.spec.name} weights")
             p.optimizer.load_state_dict(state["optimizers"][p.spec.name])
@@ -269,12 +287,6 @@ class Trainer:
         self.generator.set_state(state["rng"]["generator"].cpu())
         self.stage.load_extra_state(state["extra"])
         self.nonfinite_skipped = int(state.get("nonfinite_skipped", 0))
-        self.saved_step = self.step if path == self.checkpoint_path else None
-        if self.info.is_main:
-            if changes:
-                self._record_changes(changes)
-            drop_metrics_after(self.out / "metrics.csv", self.step)
-        return True
 
     def _record_changes(self, changes: list[tuple[str, Any, Any]]) -> None:
         text = format_changes(changes)

@@ -221,6 +221,24 @@ def test_resume_from_nan_weights_is_refused(synthetic, run_copy, capsys):
     assert sha256(run_copy / "last.pt") == before
 
 
+@pytest.mark.parametrize("forge", ["drop-models", "drop-phase", "scalar-step"])
+def test_resume_from_an_incomplete_checkpoint_is_one_line(synthetic, run_copy, capsys, forge):
+    """Fault: a last.pt without the parts `fit` writes (edited, or written by other code) ended --resume in a
+    KeyError traceback. Now one line says it is not a complete training checkpoint; the file is untouched."""
+    state = {k: v for k, v in ckpt.load(run_copy / "last.pt").items() if k != "format"}
+    if forge == "drop-models":
+        del state["models"]
+    elif forge == "drop-phase":
+        del state["optimizers"]["discriminator"]
+    else:
+        state["data"] = {"epoch": 0, "index": 0, "bogus": 1}
+    ckpt.save_atomic(state, run_copy / "last.pt")
+    before = sha256(run_copy / "last.pt")
+    assert main(resume_two_steps(synthetic, run_copy)) == 2
+    one_line_error(capsys, f"{run_copy / 'last.pt'} is not a complete tokenizer training checkpoint")
+    assert sha256(run_copy / "last.pt") == before
+
+
 def test_pipeline_with_nan_weights_is_refused(transformer_run, tmp_path, capsys):
     """Fault: `generate` (MagvitPipeline.from_checkpoint) loaded NaN transformer weights, then died in torch.
     Now one error line."""
