@@ -43,7 +43,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("loader", "shard reader"),
 )
 
-#: Targets of issue 7: key -> (comparison, threshold).
+#: Targets: key -> (comparison, threshold).
 TARGETS: dict[str, tuple[str, float]] = {
     "transformer_forward_frac": (">=", 0.85),
     "decode_overhead_frac": ("<=", 0.05),
@@ -97,7 +97,7 @@ def machine() -> dict[str, Any]:
 
 
 def combine(res: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    """The json of issue 7 from the children's results (fractions in [0, 1], ratios plain numbers)."""
+    """The json of the targets from the children's results (fractions in [0, 1], ratios plain numbers)."""
     from benchmarks.common import sizes
 
     cfg = sizes(args.quick)

@@ -2,7 +2,7 @@
 
 One run, interleaved: the same :class:`~magvit.train.transformer_stage.TransformerStage` configuration is
 built twice, once reading clip shards (the paper's recipe: the frozen encoder tokenises the clip and the
-step task's condition video at every step, reference 1.5) and once reading token shards written by
+step task's condition video at every step, as the authors' trainer) and once reading token shards written by
 :func:`magvit.data.tokenize.tokenize_shards`. Training steps (data read, loss, backward, AdamW step)
 alternate between the two, so machine noise hits both alike; the result is the ratio of clips/s.
 Weights are random (speed does not depend on them). The one-off tokenisation time is reported too.

@@ -87,7 +87,7 @@ def transformer_step(cfg: Sizes, dev: torch.device, args: argparse.Namespace) ->
     if dev.type == "cpu":
         keep_freed_memory()  # as the Trainer does on the CPU (magvit/malloc.py)
     model = maybe_compile(build(cfg, dev).train(), args.compile)
-    opt = make_optimizer(model, OptimConfig(lr=1e-4, betas=(0.9, 0.96), weight_decay=0.045))  # reference 5.4
+    opt = make_optimizer(model, OptimConfig(lr=1e-4, betas=(0.9, 0.96), weight_decay=0.045))  # the authors'
     b, n = TRANSFORMER_BATCH, model.num_tokens
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, model.codebook_size, (b, n), generator=g).to(dev)

@@ -60,7 +60,7 @@ def cmd_tasks() -> str:
 
 
 def cmd_plugins() -> str:
-    """Loaded plugins, what each registered, and plugins that failed to load."""
+    """Loaded plugins, what each registered, plugins that failed to load, and mistakes in loaded ones."""
     from magvit import registry
 
     reg = registry.default_registry()
@@ -73,6 +73,9 @@ def cmd_plugins() -> str:
     if reg.errors:
         out += "\n\nplugins that failed to load (disabled; uninstall or fix them):\n" + "\n".join(
             f"  {e.plugin} ({e.source}): {e.error}. {e.hint}" for e in reg.errors)
+    if reg.problems:
+        out += "\n\nplugin problems (loaded; fix them):\n" + "\n".join(
+            f"  {p.plugin} ({p.source}): {p.problem}" for p in reg.problems)
     return out
 
 
@@ -395,8 +398,9 @@ DATA: dict[str, Callable[..., str]] = {
 }
 
 
-#: Commands whose required arguments are positional (``magvit data inspect DIR``); others use --name.
-POSITIONAL = {"inspect"}
+#: Commands whose required arguments are positional (``magvit data inspect DIR``, ``magvit weights i3d``);
+#: the others take them as options (``--name``).
+POSITIONAL = {"inspect", "weights"}
 
 
 def _function_parser(fn: Callable[..., Any], positional: bool = False) -> ArgumentParser:
@@ -447,9 +451,10 @@ def build_parser() -> ArgumentParser:
                             exit_on_error=False)
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of any error (also: environment variable MAGVIT_DEBUG=1)")
+    parser.add_argument("--version", action="store_true", help="print the installed version and exit")
     sub = parser.add_subcommands(dest="command")
     for name, fn in SIMPLE.items():
-        sub.add_subcommand(name, _function_parser(fn), help=(fn.__doc__ or "").split("\n")[0])
+        sub.add_subcommand(name, _function_parser(fn, name in POSITIONAL), help=(fn.__doc__ or "").split("\n")[0])
     data = ArgumentParser(description="Write, ingest and inspect webdataset shards.")
     sub.add_subcommand("data", data, help="write, ingest and inspect webdataset shards")
     sub.add_subcommand("fit", fit_parser(), help="train a stage (tokenizer or transformer) from a config")
@@ -463,7 +468,29 @@ def _args(ns: Namespace | None) -> dict[str, Any]:
     return {k: v for k, v in vars(ns or Namespace()).items() if not k.startswith("__") and k != "config"}
 
 
+def _version(argv: Sequence[str]) -> str | None:
+    """``magvit <version>`` when ``--version`` is among the options before the subcommand, else ``None``.
+
+    Answered before any parser is built, so that it imports neither torch nor a stage.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    for arg in argv:
+        if arg == "--version":
+            try:
+                return f"magvit {version('magvit')}"
+            except PackageNotFoundError:  # a source tree on sys.path that pip has not installed
+                from magvit import __version__
+
+                return f"magvit {__version__}"
+        if not arg.startswith("-"):
+            break
+    return None
+
+
 def run(argv: Sequence[str]) -> str | None:
+    if (answer := _version(argv)) is not None:
+        return answer
     parser = build_parser()
     cfg = parser.parse_args(list(argv))
     command = cfg.command

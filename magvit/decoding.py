@@ -1,6 +1,6 @@
 """Decoding: MAGVIT's Algorithm 1 (COMMIT), MaskGIT decoding and the autoregressive baseline.
 
-* :func:`commit_decode` -- paper Algorithm 1 exactly as the authors' ``parallel_decode`` (reference 3):
+* :func:`commit_decode` -- paper Algorithm 1 exactly as the authors' ``videogvt/train_lib/parallel_decode.py``:
   the cosine count is taken against all N tokens with ``<=`` at the cut-off, ``z~`` is re-inserted at
   masked condition positions at every step, and the output is the last step's filled sequence.
 * :func:`maskgit_decode` -- MaskGIT (Chang et al. 2022, Sec. 3.2): counts against the tokens unknown at
@@ -27,7 +27,7 @@ from magvit.protocols import MaskScheduler
 
 __all__ = ["DecodeStep", "autoregressive_decode", "commit_decode", "maskgit_decode"]
 
-# Reference 3: Algorithm 1 settings of the authors' configs.
+# Algorithm 1 settings of the authors' configs (config.sampling in videogvt/configs/maskgvt_ucf101_config.py).
 DEFAULT_STEPS = 12
 DEFAULT_CHOICE_TEMPERATURE = 4.5
 
@@ -109,7 +109,8 @@ def _logits(
     model: Any, inputs: Tensor, prompt: Tensor | None, label: Tensor, guidance: float,
     uncond_inputs: Tensor | None, uncond_prompt: Tensor | None, uncond_label: Tensor,
 ) -> Tensor:
-    """Codebook logits; with guidance ``c + s (c - u)`` from one batched pass (reference 3, CFG)."""
+    """Codebook logits; with guidance ``c + s (c - u)`` from one batched pass (classifier-free guidance as
+    in the authors' ``videogvt/train_lib/maskgvt_train_lib.py``)."""
     if guidance == 0.0:
         return model(inputs, prompt, label)
     both = model(
@@ -137,7 +138,7 @@ def _gumbel(shape: torch.Size, generator: torch.Generator, device: Any) -> Tenso
 
 def _choice_scores(log_probs: Tensor, cur: Tensor, unknown: Tensor, choice_temperature: float, progress: float,
                    generator: torch.Generator) -> Tensor:
-    """Re-masking scores (reference 3): log-probability of the sampled token plus Gumbel noise annealed
+    """Re-masking scores (``parallel_decode.py``): log-probability of the sampled token plus Gumbel noise annealed
     linearly as ``choice_temperature * (1 - progress)``; ``+inf`` where a token is already committed, so it
     is never re-masked."""
     confidence = log_probs.gather(-1, cur[..., None]).squeeze(-1)
@@ -174,7 +175,7 @@ def commit_decode(
     uncond_prompt: Tensor | int | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
-    """Paper Algorithm 1 (COMMIT decoding), as reference section 3.
+    """Paper Algorithm 1 (COMMIT decoding), as the authors' ``videogvt/train_lib/parallel_decode.py``.
 
     Args:
         model: a bidirectional :class:`~magvit.transformer.MaskedTransformer` (put in eval mode by the caller).
@@ -223,7 +224,7 @@ def commit_decode(
             break
         progress = (step + 1) / steps
         gamma = float(scheduler.ratio(progress).clamp(MIN_RATIO, 1.0))
-        # Counted against all N tokens and clipped to [1, unknown - 1] (reference 3).
+        # Counted against all N tokens and clipped to [1, unknown - 1], as the authors' parallel_decode.py.
         count = torch.clamp(torch.full((b,), math.floor(n * gamma), device=device), min=1)
         count = torch.minimum(count, unknown.sum(dim=1) - 1)
         score = _choice_scores(log_probs, cur, unknown, choice_temperature, progress, generator)
@@ -258,9 +259,9 @@ def maskgit_decode(
 ) -> Tensor:
     """MaskGIT decoding with condition tokens fixed as given (latent-masking baseline, paper Table 5).
 
-    Differences from :func:`commit_decode` (reference 3): condition tokens are known from the start and
-    never re-masked; the count is ``floor(unknown_at_start * gamma)`` clipped to ``[1, unknown - 1]``, and
-    the cut-off is strict (``score < n-th smallest``, 0-based index n).
+    Differences from :func:`commit_decode` (as MaskGIT's ``maskgit/libml/parallel_decode.py``): condition
+    tokens are known from the start and never re-masked; the count is ``floor(unknown_at_start * gamma)``
+    clipped to ``[1, unknown - 1]``, and the cut-off is strict (``score < n-th smallest``, 0-based index n).
     """
     _check_common(model, steps)
     z_cond, cond, shape = _condition(model, cond_tokens, cond_mask, batch_size)

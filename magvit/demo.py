@@ -159,7 +159,7 @@ def run_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 6
                    "psnr_condition": s.psnr_condition, "psnr_tokenizer_condition": s.psnr_tokenizer_condition,
                    "psnr_baseline_condition": s.psnr_baseline_condition,
                    "ssim": s.ssim, "fvd": s.fvd,
-                   # the literal reading (whole-clip tokenizer PSNR), for comparison with the bar's
+                   # against the whole-clip tokenizer PSNR, for comparison with the bar's region-wise one
                    "condition_minus_clip_tokenizer_psnr": (None if s.psnr_condition is None
                                                            else s.psnr_condition - report.tokenizer_psnr),
                    **bar.get(name, {})}

@@ -1,8 +1,8 @@
 """Dropout for training on the CPU: masks from 16-bit random draws, and attention dropout written out.
 
 MAGVIT's transformer is BERT with dropout 0.1 on the hidden states and on the attention probabilities
-(reference 5.1). On CUDA, ``F.dropout`` and ``scaled_dot_product_attention`` do both in fused kernels and
-this module steps aside. On the CPU (issue 7):
+(the authors' ``videogvt/models/simplified_bert.py``). On CUDA, ``F.dropout`` and
+``scaled_dot_product_attention`` do both in fused kernels and this module steps aside. On the CPU:
 
 * ``bernoulli_`` makes one generator call per element; :func:`dropout_keep_mask` cuts each 64-bit random
   word into four 16-bit uniforms, about 4x faster, with the rate exact to 2^-17 (0.1 is 6554 / 65536);
@@ -35,7 +35,7 @@ def dropout_keep_mask(
 
     Each 64-bit word of the global torch RNG gives four 16-bit uniforms. On the CPU this draws a mask
     about 4x faster than ``bernoulli_`` (one generator call per element), which in a B training step is
-    ~10 % of the time (issue 7); the drop rate differs from ``p`` by less than 2^-17. The mask is bool, or
+    ~10 % of the time; the drop rate differs from ``p`` by less than 2^-17. The mask is bool, or
     written into ``out`` as 0/1 in ``out``'s dtype: a float mask applied by multiplication is ~8x faster on
     the CPU than a bool one through ``torch.where``.
     """
@@ -134,6 +134,7 @@ def _future_mask(length: int, keys: int, device: torch.device) -> Tensor:
 
 def attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, p: float, causal: bool = False) -> Tensor:
     """``dropout(softmax(q k^T / sqrt(d))) v`` over ``[B, heads, L, d]``: attention dropout as in BERT
-    (reference 5.1), for CPU training. The masks are :func:`dropout_keep_mask`'s 16-bit draws from the
-    global torch RNG, one sample after another; the ``1 / P(keep)`` scale is applied to the output."""
+    (``videogvt/models/simplified_bert.py``), for CPU training. The masks are :func:`dropout_keep_mask`'s
+    16-bit draws from the global torch RNG, one sample after another; the ``1 / P(keep)`` scale is applied
+    to the output."""
     return _AttentionDropout.apply(q, k, v, p, causal)

@@ -14,8 +14,7 @@ applies it, not generation or evaluation. ``MAGVIT_KEEP_FREED_MEMORY=0`` turns i
 :func:`release_freed_memory` goes the other way (``malloc_trim``): generation calls it between the
 transformer's decoding loop and the tokenizer's decoder, whose full-resolution activations are the peak
 of a generation. The loop's medium-sized tensors (below the mmap threshold) leave freed but resident
-pages in the heap; returned to the kernel they no longer add to that peak (B generation, fresh processes:
-peak 1438-1462 MiB without, 1348-1411 MiB with; issue 7 caps it at 1.5 GB).
+pages in the heap; returned to the kernel they no longer add to that peak (measured in benchmarks/README.md).
 """
 
 from __future__ import annotations

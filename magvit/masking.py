@@ -1,10 +1,13 @@
 """Mask schedules, condition-token derivation and the training-time masking of MAGVIT.
 
-* Schedules gamma(r) (MaskGIT Sec. 3.3; reference 3): ``cosine`` (default) ``cos(pi/2 r)``, ``linear``
-  ``1 - r``, ``square`` ``1 - r^2``, ``exp`` ``1 - 2^(-log2(N)(1 - r))`` (the BAIR eval option).
+* Schedules gamma(r) (MaskGIT Sec. 3.3; the authors' ``videogvt/train_lib/mask_schedule.py``): ``cosine``
+  (default) ``cos(pi/2 r)``, ``linear`` ``1 - r``, ``square`` ``1 - r^2``, ``exp`` ``1 - 2^(-log2(N)(1 - r))``
+  (the BAIR eval option).
 * :func:`condition_token_mask`: a token is a condition token iff its supervoxel holds at least one
-  interior-condition pixel (paper Sec. 3.2, "not ispad").
-* COMMIT masking (paper Eq. 2, reference 2): masked & condition -> condition token z~, masked & not
+  interior-condition pixel (paper Sec. 3.2, "not ispad"). :func:`warn_condition_coverage` warns when a
+  task's condition tokens are the whole grid or none of it at the configured clip and tokenizer.
+* COMMIT masking (paper Eq. 2; the authors' ``generate_masked_tokens`` in
+  ``videogvt/train_lib/maskgvt_train_lib.py``): masked & condition -> condition token z~, masked & not
   condition -> [MASK], unmasked -> ground truth z; targets z everywhere; loss weights per part.
 * The two baselines of paper Table 5: MaskGIT latent masking (condition tokens always given, masking
   only over the rest) and prefix condition (condition tokens prepended, plain masking of the clip).
@@ -13,17 +16,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 import torch
 from torch import Tensor
 
-from magvit.errors import InputError
+from magvit.errors import InputError, MagvitError
 from magvit.hookspecs import hookimpl
 
-# Reference 2.1 and 3: gamma is clipped to [1e-6, 1] before counting masked tokens.
+# gamma is clipped to [1e-6, 1] before counting masked tokens, in training and in decoding (the authors'
+# generate_mask_ratio in videogvt/train_lib/maskgvt_train_lib.py and videogvt/train_lib/parallel_decode.py).
 MIN_RATIO = 1e-6
 
 
@@ -33,7 +38,7 @@ def _as_tensor(progress: Tensor | float) -> Tensor:
 
 @attrs.frozen
 class CosineSchedule:
-    """gamma(r) = cos(pi/2 r): MAGVIT's and MaskGIT's default (reference 2.1, 3)."""
+    """gamma(r) = cos(pi/2 r): MAGVIT's and MaskGIT's default (``mask_scheduling_method='cosine'``)."""
 
     name = "cosine"
 
@@ -63,7 +68,8 @@ class SquareSchedule:
 
 @attrs.frozen
 class ExpSchedule:
-    """gamma(r) = 1 - 2^(-log2(N) (1 - r)) over N tokens (reference 3, BAIR 'eval-single')."""
+    """gamma(r) = 1 - 2^(-log2(N) (1 - r)) over N tokens (the 'eval-single' option of the authors'
+    ``videogvt/configs/maskgvt_bair_config.py``)."""
 
     num_tokens: int = 1024
     name = "exp"
@@ -117,8 +123,8 @@ def task_token_mask(
 
     ``rule="supervoxel"`` (default) is the paper's rule (:func:`condition_token_mask`). ``rule="analytic"``
     reproduces the authors' code, which evaluates each region formula on the latent grid instead
-    (reference 1.4); it differs for opd/ipd and for hand-set ``cond_latent_frames``. Tasks provide it via
-    ``analytic_token_mask(frames, token_shape)``.
+    (``latent_mask`` in ``videogvt/train_lib/cond_utils.py``); it differs for opd/ipd and for hand-set
+    ``cond_latent_frames``. Tasks provide it via ``analytic_token_mask(frames, token_shape)``.
     """
     if rule == "supervoxel":
         return condition_token_mask(pixel_mask, downsample)
@@ -133,12 +139,76 @@ def task_token_mask(
     return region[None].expand(b, *region.shape).clone()
 
 
+class ConditionCoverageWarning(UserWarning):
+    """A task's condition tokens are every token of the grid (nothing to generate) or none (no condition)."""
+
+
+#: Conditions drawn from a task whose condition is random: it is flagged only if every draw is all or none.
+COVERAGE_DRAWS = 8
+
+
+def condition_coverage_problems(
+    tasks: Iterable[Any], downsample: tuple[int, int, int], clip: tuple[int, int, int], rule: str = "supervoxel"
+) -> list[str]:
+    """One message per task whose condition tokens are all or none of the token grid.
+
+    A task region is a function of the clip size, not of its pixels, so the condition of a zero clip of
+    ``clip`` = ``(T, H, W)`` frames x pixels is taken: once, or :data:`COVERAGE_DRAWS` times with a fixed seed
+    for a random condition. Tasks with no visual condition (``needs_video`` False: cg, unc) are skipped:
+    covering none is their point. A region is chosen in pixels without knowing the tokenizer, so e.g.
+    "every 2nd pixel" is every token once each supervoxel is wider than one pixel.
+
+    This only warns: a task that cannot condition such a clip, or has no region for the ``analytic`` rule,
+    is skipped here and refused with its own error where it is used.
+    """
+    video = torch.zeros(1, 3, *clip)
+    sizes = "x".join(map(str, downsample))
+    problems = []
+    for task in tasks:
+        if not task.needs_video:
+            continue
+        if rule == "analytic" and not hasattr(task, "analytic_token_mask"):
+            continue
+        draws = 1 if task.deterministic else COVERAGE_DRAWS
+        generator = torch.Generator().manual_seed(0)
+        try:
+            masks = [task_token_mask(task, task.condition(video, generator).mask, downsample, rule)
+                     for _ in range(draws)]
+        except MagvitError:
+            continue
+        grid, total = "x".join(map(str, masks[0].shape[1:])), masks[0].numel()
+        where = f"of the {grid} token grid under the tokenizer's {sizes} supervoxels"
+        if draws > 1:
+            where += f" (in each of {draws} random draws)"
+        if all(bool(m.all()) for m in masks):
+            problems.append(f"task {task.name!r}: its condition covers all {total} tokens {where}: no token is left "
+                            "to generate, only the condition's tokens to refine; leave whole supervoxels without "
+                            "condition pixels")
+        elif not any(bool(m.any()) for m in masks):
+            problems.append(f"task {task.name!r}: its condition covers none of the {total} tokens {where}: the "
+                            "model sees no condition; set needs_video False if that is meant")
+    return problems
+
+
+def warn_condition_coverage(
+    tasks: Iterable[Any], downsample: tuple[int, int, int], clip: tuple[int, int, int], rule: str = "supervoxel"
+) -> None:
+    """One :class:`ConditionCoverageWarning` per message of :func:`condition_coverage_problems`.
+
+    The warnings are attributed to this function, so that under the default warning filter a model that is
+    checked again (each pipeline a training run builds for its samples) repeats none of them.
+    """
+    for problem in condition_coverage_problems(tasks, downsample, clip, rule):
+        warnings.warn(problem, ConditionCoverageWarning, stacklevel=1)
+
+
 # -- training-time masking --------------------------------------------------------------------------
 
 
 @attrs.frozen
 class LossWeights:
-    """Weights of the three parts of the MAGVIT loss (paper Eq. 3; reference 2.6: all 1 in the code).
+    """Weights of the three parts of the MAGVIT loss (paper Eq. 3; all 1 in the authors' configs,
+    ``weight_mode='mask+refine+recons'``).
 
     ``refine``: masked condition positions (input z~); ``mask``: [MASK] positions; ``recons``: unmasked
     positions (input z). Setting them reproduces paper Table 5's loss ablation.
@@ -171,13 +241,13 @@ class MaskedTokens:
 
 
 def num_masked(num_tokens: int, ratio: Tensor | float) -> int:
-    """``max(1, floor(N * clip(gamma, 1e-6, 1)))`` (reference 2.3)."""
+    """``max(1, floor(N * clip(gamma, 1e-6, 1)))`` (the authors' ``videogvt/train_lib/mask_utils.py``)."""
     gamma = float(_as_tensor(ratio).clamp(MIN_RATIO, 1.0))
     return max(1, math.floor(num_tokens * gamma))
 
 
 def sample_ratio(scheduler: Any, generator: torch.Generator | None = None) -> float:
-    """One mask ratio for the whole batch: gamma(u), u ~ U[0, 1) (reference 2.1)."""
+    """One mask ratio for the whole batch: gamma(u), u ~ U[0, 1) (the authors' ``generate_mask_ratio``)."""
     u = torch.rand((), generator=generator, dtype=torch.float64)
     return float(scheduler.ratio(u).clamp(MIN_RATIO, 1.0))
 
@@ -187,7 +257,8 @@ def random_mask(
 ) -> Tensor:
     """Bool ``[B, N]`` with exactly ``num_masked(N, ratio)`` True per row at uniformly random positions.
 
-    Scores ``s ~ U(0, 1)`` per token; a token is masked when ``s <= s*``, the n-th smallest score (ref. 2.2-3).
+    Scores ``s ~ U(0, 1)`` per token; a token is masked when ``s <= s*``, the n-th smallest score (the
+    authors' ``random_mask`` in ``videogvt/train_lib/mask_utils.py``).
     """
     b, n = shape
     k = num_masked(n, ratio)
@@ -215,7 +286,7 @@ def commit_masking(
     mask_id: int,
     weights: LossWeights = LossWeights(),
 ) -> MaskedTokens:
-    """COMMIT inputs (paper Eq. 2; reference 2.4-2.6). All tensors flat ``[B, N]``.
+    """COMMIT inputs (paper Eq. 2; the authors' ``generate_masked_tokens``). All tensors flat ``[B, N]``.
 
     masked & condition -> ``cond_tokens``; masked & not condition -> ``mask_id``; unmasked -> ``tokens``.
     """

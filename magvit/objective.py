@@ -1,6 +1,6 @@
 """The multi-task masked token modelling objective of MAGVIT (paper Sec. 3.2, Eq. 2-3).
 
-Follows the authors' trainer (reference 1.5 and 2):
+Follows the authors' trainer (``videogvt/trainers/maskgvt_trainer.py`` and ``videogvt/train_lib/maskgvt_train_lib.py``):
 
 * tasks follow a fixed shuffled cycle (:class:`TaskCycle`), one task per step for the whole batch;
 * one mask ratio ``gamma(u)``, ``u ~ U[0, 1)``, per step (optionally one per example);
@@ -49,7 +49,7 @@ __all__ = [
     "weighted_loss",
 ]
 
-# Reference 2.6: the denominator guard of the per-example weighted mean.
+# The denominator guard of the per-example weighted mean (train_step in videogvt/trainers/maskgvt_trainer.py).
 WEIGHT_EPS = 1e-8
 
 
@@ -68,13 +68,13 @@ def _probability(instance: object, attribute: attrs.Attribute, value: float) -> 
 
 @attrs.frozen
 class ObjectiveConfig:
-    """Settings of the objective; defaults are the authors' (reference 2).
+    """Settings of the objective; defaults are the authors' (``videogvt/configs/maskgvt_*_config.py``).
 
     Attributes:
         method: ``"commit"`` (paper Eq. 2), ``"latent"`` (MaskGIT latent masking) or ``"prefix"`` (prefix
             condition); the last two are the baselines of paper Table 5.
         schedule: mask-ratio schedule name (registry), ``"cosine"``.
-        token_rule: ``"supervoxel"`` (paper) or ``"analytic"`` (authors' code, reference 1.4).
+        token_rule: ``"supervoxel"`` (paper) or ``"analytic"`` (authors' code, ``videogvt/train_lib/cond_utils.py``).
         label_smoothing: epsilon of the smoothed targets (1e-4).
         weights: loss weights of refine / mask / recons; None uses the method's default (all 1 for COMMIT,
             [MASK] positions only for the baselines).
@@ -98,7 +98,8 @@ class ObjectiveConfig:
 
 
 class TaskCycle:
-    """The fixed shuffled task sequence of the authors' trainer (reference 1.5).
+    """The fixed shuffled task sequence of the authors' trainer (``get_task_idx_sequence`` in
+    ``videogvt/train_lib/maskgvt_train_lib.py``).
 
     Task ``i`` appears ``round(w_i * 100 / min(1, min_w))`` times; the list is shuffled once with ``seed``;
     step ``s`` uses ``sequence[s % len(sequence)]``.
@@ -152,7 +153,7 @@ class TokenBatch:
 
 
 def smoothed_cross_entropy(logits: Tensor, targets: Tensor, smoothing: float) -> Tensor:
-    """Per-token CE ``[B, N]`` against targets smoothed to on ``1-e+e/K``, off ``e/K`` (reference 2.7).
+    """Per-token CE ``[B, N]`` against targets smoothed to on ``1-e+e/K``, off ``e/K`` (the authors' ``losses.py``).
 
     With ``q = (1-e) onehot + e/K``: ``CE = (1-e) (-log p_target) + e mean_k(-log p_k)``.
     """
@@ -164,7 +165,7 @@ def smoothed_cross_entropy(logits: Tensor, targets: Tensor, smoothing: float) ->
 
 
 def weighted_loss(ce: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
-    """``sum(w CE) / (sum(w) + 1e-8)`` per example, then the batch mean (reference 2.6)."""
+    """``sum(w CE) / (sum(w) + 1e-8)`` per example, then the batch mean (the authors' ``train_step``)."""
     per_example = (weights * ce).sum(dim=1) / (weights.sum(dim=1) + WEIGHT_EPS)
     return per_example.mean(), per_example
 
@@ -181,7 +182,8 @@ def _flat(name: str, value: Tensor, batch: int, n: int, dtype: torch.dtype) -> T
 
 def _mask(shape: tuple[int, int], config: ObjectiveConfig, scheduler: MaskScheduler,
           generator: torch.Generator | None, device: Any) -> Tensor:
-    """Positions to mask: one ratio per step (reference 2.1) or, as an option, one per example."""
+    """Positions to mask: one ratio per step (the authors' ``generate_mask_ratio``) or, as an option, one per
+    example."""
     if not config.ratio_per_example:
         return random_mask(shape, sample_ratio(scheduler, generator), generator, device)
     b, n = shape
@@ -217,7 +219,7 @@ def token_loss(
     config: ObjectiveConfig = ObjectiveConfig(),
     scheduler: MaskScheduler | None = None,
 ) -> LossOutput:
-    """Masked token modelling loss of one batch of one task (paper Eq. 3; reference 2).
+    """Masked token modelling loss of one batch of one task (paper Eq. 3).
 
     Args:
         model: a :class:`~magvit.transformer.MaskedTransformer` (a causal one gets the teacher-forced
@@ -255,7 +257,8 @@ def token_loss(
     else:
         if config.condition_dropout:
             # Classifier-free guidance training: the dropped example sees neither class nor z~, which is
-            # exactly the unconditional pass of decoding (reference 3, CFG).
+            # exactly the unconditional pass of guided decoding (uncond_masked_inputs in the authors'
+            # videogvt/train_lib/mask_utils.py).
             drop = torch.rand(b, generator=generator, device=device) < config.condition_dropout
             label = torch.where(drop, torch.full_like(label, model.vocab.uncond_id), label)
             cond_mask = cond_mask & ~drop[:, None]
@@ -284,7 +287,7 @@ def _default_scheduler(name: str) -> MaskScheduler:
 
 @contextlib.contextmanager
 def _frozen(tokenizer: Tokenizer) -> Iterator[None]:
-    """Eval mode and no gradients for the tokenizer (reference 1.5: a frozen EMA encoder); mode restored."""
+    """Eval mode and no gradients for the tokenizer (the authors' frozen EMA encoder); mode restored."""
     was_training = bool(getattr(tokenizer, "training", False))
     if was_training:
         tokenizer.eval()
@@ -297,7 +300,7 @@ def _frozen(tokenizer: Tokenizer) -> Iterator[None]:
 
 
 class MultiTaskObjective:
-    """Multi-task masked token modelling on videos (paper Sec. 3.2; reference 1.5, 2).
+    """Multi-task masked token modelling on videos (paper Sec. 3.2; the authors' ``maskgvt_trainer.py``).
 
     Args:
         tokenizer: the frozen tokenizer.
@@ -331,7 +334,8 @@ class MultiTaskObjective:
         return self.tasks[self.cycle[step]]
 
     def tokenize(self, video: Tensor, task: Task, generator: torch.Generator | None = None) -> TokenBatch:
-        """Ground-truth tokens and ``task``'s condition tokens, from one ``encode`` call (reference 1.1)."""
+        """Ground-truth tokens and ``task``'s condition tokens, from one ``encode`` call
+        (as the authors' ``tokenize_with_cond``)."""
         b = video.shape[0]
         if not task.needs_video:
             with _frozen(self.tokenizer):

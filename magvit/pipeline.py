@@ -1,6 +1,6 @@
 """MagvitPipeline: condition -> tokens -> COMMIT decoding -> pixels, for any registered task.
 
-One tokenizer, one multi-task transformer, the configured tasks (paper Sec. 3; reference 1 and 3).
+One tokenizer, one multi-task transformer, the configured tasks (paper Sec. 3).
 ``save``/``from_checkpoint`` use the trainer's checkpoint format (:mod:`magvit.train.checkpoint`), so a
 transformer-stage checkpoint written by ``magvit fit`` loads here directly, and a saved pipeline is a
 self-contained file: tokenizer and transformer configs and weights, and the task list with its arguments.
@@ -25,7 +25,7 @@ from magvit.decoding import commit_decode, maskgit_decode
 from magvit.errors import InputError, MagvitError
 from magvit.limits import MAX_VIDEO_PIXELS, check_int
 from magvit.malloc import release_freed_memory
-from magvit.masking import TOKEN_RULES, task_token_mask
+from magvit.masking import TOKEN_RULES, task_token_mask, warn_condition_coverage
 from magvit.protocols import Condition, Task
 from magvit.tasks import build_task, build_tasks
 from magvit.tasks.base import check_video
@@ -74,7 +74,8 @@ def build_tokenizer(spec: dict[str, Any], state: dict[str, Tensor] | None = None
 
 
 def load_tokenizer(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """The frozen tokenizer of a tokenizer-stage checkpoint: its EMA weights (reference 4.8), and its spec."""
+    """The frozen tokenizer of a tokenizer-stage checkpoint: its EMA weights (as the authors'
+    ``load_vq_model_params`` in ``videogvt/train_lib/maskgvt_train_lib.py``), and its spec."""
     state = ckpt.load(path, map_location)
     if state.get("stage") != "tokenizer":
         raise MagvitError(f"{path} is a {state.get('stage')!r} checkpoint; expected one written by the tokenizer stage")
@@ -196,6 +197,7 @@ class MagvitPipeline:
         missing = [t.name for t in tasks if t.prompt not in transformer.vocab.prompts and transformer.vocab.prompts]
         if missing:
             raise InputError(f"tasks {missing} have prompts the transformer was not built with {transformer.vocab.prompts}")
+        warn_condition_coverage(tasks, tokenizer.downsample, (frames, resolution, resolution), token_rule)
 
     @classmethod
     def from_preset(
@@ -276,7 +278,7 @@ class MagvitPipeline:
             steps: decoding steps (12, paper Algorithm 1).
             generator: seeds the decoding; the same seed gives the same video.
             decoder: ``"commit"`` (paper) or ``"maskgit"`` (the Table 5 latent-masking baseline).
-            paste_condition: paste the interior-condition pixels back (off in the paper's evaluation, ref. 3).
+            paste_condition: paste the interior-condition pixels back (off in the paper's evaluation).
             decode_kwargs: passed to the decoder (``choice_temperature``, ``guidance_scale``, ...).
         """
         t = self.task(task)
@@ -301,7 +303,7 @@ class MagvitPipeline:
             cond = cond_tokens = cond_mask = None
         class_ids = vocab.class_ids(labels, batch, self.device)
         if "uncond_prompt" not in decode_kwargs and decode_kwargs.get("guidance_scale") and "cg" in self.tasks:
-            decode_kwargs["uncond_prompt"] = vocab.prompt_id(self.tasks["cg"].prompt)  # reference 3
+            decode_kwargs["uncond_prompt"] = vocab.prompt_id(self.tasks["cg"].prompt)  # as maskgvt_train_lib.py
         tokens = DECODERS[decoder](
             self.transformer, prompt, class_ids, cond_tokens, cond_mask,
             generator=generator, batch_size=batch, steps=steps, **decode_kwargs,
@@ -310,7 +312,7 @@ class MagvitPipeline:
             else self.tokenizer.token_shape(*video.shape[2:])
         if tokens.device.type == "cpu":
             # The decoder's full-resolution activations are the peak of a generation; give the heap pages
-            # the decoding loop freed back first (magvit/malloc.py, issue 7).
+            # the decoding loop freed back first (magvit/malloc.py).
             release_freed_memory()
         out = self.tokenizer.decode(tokens.reshape(batch, *grid)).clamp(0, 1)
         if paste_condition and cond is not None:

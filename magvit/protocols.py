@@ -7,7 +7,7 @@
 * :class:`MaskScheduler` -- the mask-ratio schedule gamma(progress) shared by training and decoding
   (paper Sec. 3.2, Algorithm 1; MaskGIT Sec. 3.3).
 
-Conventions (DESIGN.md): videos are float ``[B, C, T, H, W]`` in ``[0, 1]``; token grids are long
+Conventions (the same throughout magvit): videos are float ``[B, C, T, H, W]`` in ``[0, 1]``; token grids are long
 ``[B, t, h, w]``; flat token sequences are their row-major reshape ``[B, t*h*w]``.
 """
 

@@ -17,12 +17,18 @@ A disabled plugin is unregistered, keeps no name, gives one :class:`PluginWarnin
 distribution, the reason and what to do, and is listed in ``errors`` (and by ``magvit plugins``); every
 other plugin still loads. Looking up an unknown name raises a ``KeyError`` listing the known names.
 
+A loaded plugin with a ``@hookimpl`` function whose name matches no hook spec (pluggy's
+``check_pending`` rule: a misspelt ``magvit_add_task`` is never called) stays loaded, since its other hooks
+work, but gives one :class:`PluginWarning` per such function, naming the closest hook, and is listed in
+``problems`` (and by ``magvit plugins``).
+
 The module-level functions (:func:`task_names`, :func:`get_task`, ...) use one lazily built default
 :class:`Registry`; :func:`reset` rebuilds it (tests, or after installing a plugin in-process).
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import reprlib
@@ -42,6 +48,7 @@ __all__ = [
     "BUILTIN_PLUGINS",
     "Entry",
     "PluginError",
+    "PluginProblem",
     "PluginWarning",
     "Registry",
     "default_registry",
@@ -67,7 +74,8 @@ _KINDS = {
 
 
 class PluginWarning(UserWarning):
-    """A plugin was disabled; the message names it, its distribution, the reason and what to do."""
+    """A plugin was disabled, or loaded with a mistake; the message names it, its distribution, the reason
+    and what to do."""
 
 
 @attrs.frozen
@@ -94,6 +102,18 @@ class PluginError:
         return f"plugin {self.plugin!r} ({self.source}) is disabled: {self.error}. {self.hint}".rstrip()
 
 
+@attrs.frozen
+class PluginProblem:
+    """A mistake in a loaded plugin that does not disable it (e.g. a hook implementation matching no spec)."""
+
+    plugin: str
+    source: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r} ({self.source}): {self.problem}"
+
+
 class _Rejected(Exception):
     """Why the plugin being loaded is disabled."""
 
@@ -115,6 +135,7 @@ class Registry:
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.errors: list[PluginError] = []
+        self.problems: list[PluginProblem] = []
         self._sources: dict[str, str] = {}  # the loaded plugins; pm holds exactly these between loads
         self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in _KINDS.values()}
         builtin, hint = f"magvit {_version('magvit')} (built-in)", "This is a bug in magvit: reinstall it, or report it"
@@ -151,10 +172,16 @@ class Registry:
             for key, factory in factories.items():
                 self._entries[kind][key] = Entry(kind, key, factory, name, source)
         self._sources[name] = source
+        for hook_name in _unknown_hooks(self.pm, name):
+            self._report(PluginProblem(name, source, _unknown_hook_message(hook_name, _spec_names(self.pm))))
 
     def _disable(self, error: PluginError) -> None:
         self.errors.append(error)
         warnings.warn(str(error), PluginWarning, stacklevel=3)
+
+    def _report(self, problem: PluginProblem) -> None:
+        self.problems.append(problem)
+        warnings.warn(str(problem), PluginWarning, stacklevel=3)
 
     def _collect(self, plugin: str) -> dict[str, dict[str, Callable[..., Any]]]:
         """What the hooks of ``plugin`` add, as ``{kind: {name: factory}}``, each entry checked."""
@@ -220,6 +247,32 @@ def _guard(call: Callable[[], Any], what: str) -> Any:
         raise
     except BaseException as exc:  # noqa: BLE001 - a plugin must not end or break the host process
         raise _Rejected(f"{what} raised {_describe(exc)}") from exc
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: str) -> list[str]:
+    """Names of the hook implementations of ``plugin`` that match no hook spec and are not marked
+    ``optionalhook``: the implementations ``pm.check_pending()`` rejects, restricted to one plugin (that
+    method stops at the first one of any plugin)."""
+    unknown = []
+    for hook_name, caller in vars(pm.hook).items():
+        if hook_name.startswith("_") or caller.has_spec():
+            continue
+        if any(impl.plugin_name == plugin and not impl.optionalhook for impl in caller.get_hookimpls()):
+            unknown.append(hook_name)
+    return unknown
+
+
+def _spec_names(pm: pluggy.PluginManager) -> list[str]:
+    """The hook names that have a spec, sorted."""
+    return sorted(name for name, caller in vars(pm.hook).items() if not name.startswith("_") and caller.has_spec())
+
+
+def _unknown_hook_message(hook_name: str, known: list[str]) -> str:
+    """Why ``hook_name`` is never called, and the closest of the ``known`` hook names if one is close."""
+    close = difflib.get_close_matches(hook_name, known, n=1)
+    fix = f"did you mean {close[0]!r}?" if close else f"known hooks: {', '.join(known)}"
+    return (f"hook {hook_name!r} matches no magvit hook spec, so it is never called ({fix}); "
+            "the plugin's other hooks are loaded")
 
 
 def _describe(exc: BaseException) -> str:

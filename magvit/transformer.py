@@ -1,7 +1,7 @@
 """The MAGVIT transformer: a post-LN bidirectional BERT over ``[task prompt, class, visual tokens]``.
 
 Implements paper Sec. 3.2 ("a bidirectional transformer") with the exact architecture of the authors'
-``simplified_bert.py`` (reference 5.1-5.3):
+``videogvt/models/simplified_bert.py``:
 
 * block: ``x = LN(x + Drop(MHSA(x)))``, ``x = LN(x + Drop(W2 gelu_tanh(W1 x)))``, LayerNorm eps 1e-12;
 * embedding: ``LN(word + position)`` then dropout; learned absolute 1-D positions over the sequence;
@@ -36,9 +36,9 @@ from magvit.limits import check_bool, check_int, check_number, check_parameter_c
 
 __all__ = ["PRESETS", "KVCache", "MaskedTransformer", "TransformerSize", "Vocabulary", "count_parameters"]
 
-# Reference 5.1: LayerNorm epsilon of the authors' BERT.
+# LayerNorm epsilon of the authors' BERT (TF_LAYERNORM_EPSILON).
 LN_EPS = 1e-12
-# Reference 5.1: truncated normal init, sigma 0.02, truncated at +-2 sigma.
+# The authors' init: truncated normal, sigma 0.02, truncated at +-2 sigma.
 INIT_STD = 0.02
 
 
@@ -51,7 +51,7 @@ def _unique(keys: Sequence[str]) -> tuple[str, ...]:
 
 @attrs.frozen
 class Vocabulary:
-    """Token ids of the transformer (reference 5.2, adapted to named prompts).
+    """Token ids of the transformer (the authors' ``get_bert_model``, adapted to named prompts).
 
     Layout: codes ``[0, K)``; class ``c`` -> ``K + c``; "uncond" -> ``K + C``; one id per prompt key after
     that (in the given order, duplicates collapsed); then ``[MASK]`` as the last row (the authors address
@@ -71,7 +71,7 @@ class Vocabulary:
 
     @property
     def uncond_id(self) -> int:
-        """The "uncond" class token, used by every task that ignores the label (reference 5.2)."""
+        """The "uncond" class token, used by every task that ignores the label."""
         return self.codebook_size + self.num_classes
 
     @property
@@ -84,7 +84,7 @@ class Vocabulary:
 
     @property
     def num_prefix(self) -> int:
-        """Non-visual tokens before the clip: prompt (multi-task only, reference 1.3) and class."""
+        """Non-visual tokens before the clip: prompt (multi-task only) and class."""
         return 2 if self.prompts else 1
 
     def class_id(self, label: int | None) -> int:
@@ -121,7 +121,7 @@ class Vocabulary:
 
 @attrs.frozen
 class TransformerSize:
-    """Depth and width of a preset (reference 5.1)."""
+    """Depth and width of a preset (the authors' ``config.transformer``)."""
 
     num_layers: int
     hidden_size: int
@@ -205,7 +205,7 @@ class KVCache:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention through ``scaled_dot_product_attention`` (reference 5.1)."""
+    """Multi-head self-attention through ``scaled_dot_product_attention``."""
 
     def __init__(self, hidden_size: int, num_heads: int, attention_dropout: float) -> None:
         super().__init__()
@@ -237,11 +237,11 @@ class SelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """BERT's MLP ``W2 gelu_tanh(W1 x)`` then dropout (reference 5.1); parameters ``fc1``/``fc2``.
+    """BERT's MLP ``W2 gelu_tanh(W1 x)`` then dropout; parameters ``fc1``/``fc2``.
 
     Written here rather than taken from ``timm.layers.Mlp`` (same parameter names, so checkpoints are
     unchanged): importing timm imports torchvision, torch._dynamo and sympy, which costs ~200 MB of
-    resident memory in every generating process (issue 7 caps generation at 1.5 GB).
+    resident memory in every generating process (generation's budget is 1.5 GB, see benchmarks/README.md).
     """
 
     def __init__(self, hidden_size: int, mlp_dim: int, dropout: float) -> None:
@@ -255,7 +255,7 @@ class FeedForward(nn.Module):
 
 
 class PostLNBlock(nn.Module):
-    """One BERT block, post-LN: ``LN(x + Drop(MHSA(x)))`` then ``LN(x + Drop(MLP(x)))`` (reference 5.1)."""
+    """One BERT block, post-LN: ``LN(x + Drop(MHSA(x)))`` then ``LN(x + Drop(MLP(x)))``."""
 
     def __init__(self, size: TransformerSize, dropout: float, attention_dropout: float) -> None:
         super().__init__()
@@ -271,7 +271,7 @@ class PostLNBlock(nn.Module):
 
 
 class TiedHead(nn.Module):
-    """``Dense -> gelu -> LN -> h E^T + b`` with ``E`` the word embedding (reference 5.1)."""
+    """``Dense -> gelu -> LN -> h E^T + b`` with ``E`` the word embedding (tied)."""
 
     def __init__(self, hidden_size: int, vocab_size: int) -> None:
         super().__init__()
@@ -280,7 +280,7 @@ class TiedHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, h: Tensor, embedding: Tensor, num_logits: int) -> Tensor:
-        # Reference 2.7: only codebook logits are ever used, so only those rows are multiplied.
+        # Only codebook logits are ever used (the authors slice them too), so only those rows are multiplied.
         h = self.norm(F.gelu(self.dense(h), approximate="tanh"))
         return F.linear(h, embedding[:num_logits], self.bias[:num_logits])
 
@@ -295,9 +295,9 @@ class MaskedTransformer(nn.Module):
         codebook_size: K, number of visual codes.
         num_classes: C (0 for unlabelled data such as BAIR).
         prompts: prompt keys of the configured tasks; duplicates collapse. Empty = single-task model
-            without a prompt token (reference 1.3).
+            without a prompt token (as the authors' single-task models).
         num_tokens: N, visual tokens per clip (``t*h*w``; 1024 in the paper).
-        num_layers, hidden_size, num_heads, mlp_dim: size (reference 5.1).
+        num_layers, hidden_size, num_heads, mlp_dim: size.
         dropout, attention_dropout: 0.1 each in the paper.
         causal: autoregressive baseline (paper Table 6) instead of the bidirectional model.
         prefix_condition: add the condition-segment embedding used by the prefix-condition baseline.
@@ -345,7 +345,7 @@ class MaskedTransformer(nn.Module):
         self.num_tokens = num_tokens
         self.causal = causal
         self.word = nn.Embedding(self.vocab.size, hidden_size)
-        # Reference 5.3: learned absolute positions over the whole sequence (2 + N in multi-task mode).
+        # Learned absolute positions over the whole sequence (2 + N in multi-task mode), as in the authors' BERT.
         self.position = nn.Embedding(self.vocab.num_prefix + num_tokens, hidden_size)
         self.segment = nn.Parameter(torch.empty(hidden_size)) if prefix_condition else None
         self.embed_norm = nn.LayerNorm(hidden_size, eps=LN_EPS)
@@ -391,7 +391,7 @@ class MaskedTransformer(nn.Module):
         return self.vocab.codebook_size
 
     def reset_parameters(self, generator: torch.Generator) -> None:
-        """Truncated normal (0.02, +-2 sigma) kernels and embeddings, zero biases (reference 5.1)."""
+        """Truncated normal (0.02, +-2 sigma) kernels and embeddings, zero biases."""
         init = functools.partial(nn.init.trunc_normal_, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD,
                                  generator=generator)
         for module in self.modules():

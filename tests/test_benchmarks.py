@@ -1,4 +1,4 @@
-"""The benchmark suite: ``python -m benchmarks --quick`` runs and writes the issue-7 json; compile == eager."""
+"""The benchmark suite: ``python -m benchmarks --quick`` runs and writes the targets json; compile == eager."""
 
 from __future__ import annotations
 

@@ -2,8 +2,12 @@
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from magvit.cli import main
+from tests.helpers.cli import one_line_error
 
 
 def test_tasks_table(capsys):
@@ -27,3 +31,38 @@ def test_console_script_help():
     res = subprocess.run([sys.executable, "-m", "magvit.cli", "--help"], capture_output=True, text=True)
     assert res.returncode == 0
     assert "tasks" in res.stdout and "plugins" in res.stdout
+
+
+def test_weights_takes_the_name_as_printed(monkeypatch, tmp_path, capsys):
+    calls = []
+
+    def fake_fetch_i3d(cache_dir=None, *, force=False):  # nothing is downloaded
+        calls.append((cache_dir, force))
+        return Path(cache_dir) / "i3d_k400.safetensors"
+
+    monkeypatch.setattr("magvit.metrics.weights.fetch_i3d", fake_fetch_i3d)
+    assert main(["weights", "i3d", "--force", "--cache_dir", str(tmp_path)]) == 0
+    assert calls == [(str(tmp_path), True)]
+    assert capsys.readouterr().out.strip() == str(tmp_path / "i3d_k400.safetensors")
+
+
+def test_weights_unknown_name_lists_the_available_ones(capsys):
+    assert main(["weights", "nope"]) == 2
+    one_line_error(capsys, "'nope'", "available: i3d")
+
+
+def test_weights_help_shows_the_positional_name(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["weights", "--help"])
+    assert exit_info.value.code == 0
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    assert usage.split()[-1] == "name" and "--cache_dir" in usage and "--force" in usage
+
+
+def test_version_prints_the_installed_version_without_torch():
+    from importlib.metadata import version
+
+    code = "import sys; from magvit.cli import main; rc = main(['--version']); print(rc, 'torch' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"magvit {version('magvit')}", "0 False"]

@@ -1,4 +1,4 @@
-"""Every YAML under configs/ parses with `magvit fit`'s parser, composes in order and holds the reference numbers.
+"""Every YAML under configs/ parses with `magvit fit`'s parser, composes in order and holds the authors' numbers.
 
 Parse only: the configs are not instantiated (a transformer config needs a trained tokenizer checkpoint).
 """
@@ -16,7 +16,7 @@ TINY = sorted(CONFIGS.glob("tiny/*.yaml"))
 TOKENIZER = sorted(CONFIGS.glob("tokenizer/*.yaml"))
 TRANSFORMER = sorted(CONFIGS.glob("transformer/*.yaml"))
 PAPER = TOKENIZER + TRANSFORMER
-#: clip size of each dataset (reference 4.8: BAIR 64 px, the others 128 px)
+#: clip size of each dataset (BAIR 64 px, the others 128 px, as in the paper)
 RESOLUTION = {"bair": 64, "k600": 128, "ssv2": 128, "ucf101": 128}
 TOKENIZER_STAGE = "magvit.train.tokenizer_stage.TokenizerStage"
 TRANSFORMER_STAGE = "magvit.train.transformer_stage.TransformerStage"
@@ -68,7 +68,8 @@ def test_paper_tokenizer_config(parser, path):
     args = cfg.model.init_args
     assert cfg.model.class_path == TOKENIZER_STAGE
     assert args.tokenizer == "vq3d" and args.preset == size and args.resolution == RESOLUTION[dataset]
-    # reference 4.8: Adam lr 1e-4, betas (0, 0.99), no weight decay, no clipping; EMA 0.999; batch B 128 / L 256
+    # the authors' videogvt/configs/vqgan*: Adam lr 1e-4, betas (0, 0.99), no weight decay, no clipping;
+    # EMA 0.999; batch B 128 / L 256
     o = args.optim
     assert (o.lr, tuple(o.betas), o.weight_decay, o.grad_clip) == (1e-4, (0.0, 0.99), 0.0, 0.0)
     assert o.warmup_steps > 0  # one epoch
@@ -87,14 +88,15 @@ def test_paper_transformer_config(parser, path):
     args = cfg.model.init_args
     assert cfg.model.class_path == TRANSFORMER_STAGE
     assert args.preset == size and args.resolution == RESOLUTION[dataset] and args.frames == 16
-    # reference 5.4: AdamW lr 1e-4, betas (0.9, 0.96), wd 0.045, clip 1.0, 5000 warm-up steps, batch 256, LS 1e-4
+    # the authors' videogvt/configs/maskgvt_*: AdamW lr 1e-4, betas (0.9, 0.96), wd 0.045, clip 1.0, 5000 warm-up
+    # steps, batch 256, LS 1e-4
     o = args.optim
     assert (o.lr, tuple(o.betas), o.weight_decay, o.warmup_steps, o.grad_clip) == (1e-4, (0.9, 0.96), 0.045, 5000, 1.0)
     assert cfg.data.batch_size == 256
     assert args.objective.label_smoothing == 1e-4 and args.objective.method == "commit"
     assert cfg.data.train == f"data/{dataset}/train"
     assert cfg.trainer.out_dir == f"outputs/transformer/{path.stem}"
-    # the frozen tokenizer is the paper tokenizer of the same size at the same resolution (reference 5.4)
+    # the frozen tokenizer is the paper tokenizer of the same size at the same resolution (the authors' vq_model_from)
     ckpt = Path(args.tokenizer_checkpoint)
     assert ckpt.name == "last.pt" and ckpt.parent.parent == Path("outputs/tokenizer")
     tok = parse(parser, data_config(CONFIGS / "tokenizer" / f"{ckpt.parent.name}.yaml"),
@@ -115,7 +117,7 @@ def test_paper_transformer_config(parser, path):
     ],
 )
 def test_transformer_run_lengths_and_tasks(parser, name, steps, tasks, num_classes):
-    """Reference 5.4's training lengths, the task lists and the class counts of the datasets."""
+    """The authors' training lengths, the task lists and the class counts of the datasets."""
     path = CONFIGS / "transformer" / f"{name}.yaml"
     cfg = parse(parser, data_config(path), path)
     assert cfg.trainer.max_steps == steps

@@ -1,4 +1,4 @@
-"""Decoders (reference 3): Algorithm 1's schedule and invariants, MaskGIT, autoregressive with a KV cache."""
+"""Decoders: Algorithm 1's schedule and invariants, MaskGIT, autoregressive with a KV cache."""
 
 import pytest
 import torch
@@ -11,7 +11,7 @@ from magvit.registry import get_task
 from magvit.transformer import MaskedTransformer
 from tests.helpers import RecordingModel
 
-# Reference 3: positions still masked after each of the 12 cosine steps for N = 1024.
+# Positions still masked after each of the 12 cosine steps for N = 1024 (the authors' count, against all N).
 COSINE_1024 = [1015, 989, 946, 886, 812, 724, 623, 512, 391, 265, 133, 0]
 
 

@@ -1,14 +1,21 @@
-"""Mask schedules, condition-token derivation and COMMIT masking (paper Eq. 2, reference 1.4 and 2)."""
+"""Mask schedules, condition-token derivation and COMMIT masking (paper Eq. 2)."""
 
 import math
+import warnings
 
+import attrs
 import pytest
 import torch
 
 from magvit import registry
+from magvit.pipeline import MagvitPipeline
+from magvit.protocols import Condition
+from magvit.transformer import MaskedTransformer
 from magvit.masking import (
+    ConditionCoverageWarning,
     LossWeights,
     commit_masking,
+    condition_coverage_problems,
     condition_token_mask,
     latent_masking,
     num_masked,
@@ -43,7 +50,7 @@ def test_schedule_values(name, r, expected):
 
 
 def test_cosine_decoding_counts_match_reference():
-    # Reference 3: tokens still masked after each of 12 steps for N = 1024.
+    # Tokens still masked after each of 12 cosine steps for N = 1024 (the authors' count, against all N).
     cosine = registry.get_mask_scheduler("cosine")
     counts = [math.floor(1024 * float(cosine.ratio((t + 1) / 12))) for t in range(11)]
     assert counts == [1015, 989, 946, 886, 812, 724, 623, 512, 391, 265, 133]
@@ -122,7 +129,7 @@ def test_token_mask_dynamic_supervoxel_rule():
 
 
 def test_token_mask_analytic_rule_reproduces_authors_code():
-    # Reference 1.3: latent band [ls(t), ls(t) + 8) with ls = [0, 3, 5, 8].
+    # The authors' latent band (cond_utils.py): [ls(t), ls(t) + 8) with ls = [0, 3, 5, 8].
     task = registry.get_task("opd")
     cond = task.condition(torch.rand(2, 3, 16, 64, 64))
     m = task_token_mask(task, cond.mask, (4, 4, 4), rule="analytic")
@@ -151,6 +158,84 @@ def test_token_mask_rejects_indivisible():
         condition_token_mask(torch.zeros(1, 1, 16, 60, 64, dtype=torch.bool), (4, 8, 8))
     with pytest.raises(ValueError, match="token rule"):
         task_token_mask(registry.get_task("fp"), torch.zeros(1, 1, 16, 64, 64, dtype=torch.bool), (4, 4, 4), "x")
+
+
+# -- condition coverage -----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class EverySecondPixel:
+    """Keeps every 2nd pixel of every frame: under any supervoxel wider than one pixel, every token."""
+
+    prompt: str = "every2"
+    name = "every2"
+    uses_class = False
+    needs_video = True
+    deterministic = True
+
+    def condition(self, video, generator=None):
+        mask = torch.zeros(video.shape[0], 1, *video.shape[2:], dtype=torch.bool)
+        mask[..., ::2, ::2] = True
+        return Condition(video * mask, mask)
+
+
+@attrs.frozen
+class KeepNothing(EverySecondPixel):
+    prompt: str = "nothing"
+    name = "nothing"
+
+    def condition(self, video, generator=None):
+        mask = torch.zeros(video.shape[0], 1, *video.shape[2:], dtype=torch.bool)
+        return Condition(video, mask)
+
+
+@attrs.frozen
+class RandomFirstFrames(EverySecondPixel):
+    """The first 1..T-1 frames, at random: all tokens of 16 frames under 4-frame supervoxels only if k > 12."""
+
+    prompt: str = "rff"
+    name = "rff"
+    deterministic = False
+
+    def condition(self, video, generator=None):
+        mask = torch.zeros(video.shape[0], 1, *video.shape[2:], dtype=torch.bool)
+        mask[:, :, : int(torch.randint(1, video.shape[2], (1,), generator=generator))] = True
+        return Condition(video, mask)
+
+
+def test_condition_coverage_flags_all_and_none_only():
+    tasks = [EverySecondPixel(), KeepNothing(), registry.get_task("fp"), registry.get_task("cg"), RandomFirstFrames()]
+    problems = condition_coverage_problems(tasks, (4, 4, 4), (16, 32, 32))
+    assert problems == [
+        "task 'every2': its condition covers all 256 tokens of the 4x8x8 token grid under the tokenizer's 4x4x4 "
+        "supervoxels: no token is left to generate, only the condition's tokens to refine; leave whole "
+        "supervoxels without condition pixels",
+        "task 'nothing': its condition covers none of the 256 tokens of the 4x8x8 token grid under the "
+        "tokenizer's 4x4x4 supervoxels: the model sees no condition; set needs_video False if that is meant",
+    ]
+    # A random condition is flagged only when every draw is: here every draw keeps all 8 frames of the clip.
+    assert condition_coverage_problems([RandomFirstFrames()], (8, 4, 4), (8, 32, 32)) == [
+        "task 'rff': its condition covers all 64 tokens of the 1x8x8 token grid under the tokenizer's 8x4x4 "
+        "supervoxels (in each of 8 random draws): no token is left to generate, only the condition's tokens to "
+        "refine; leave whole supervoxels without condition pixels"
+    ]
+    # One pixel per supervoxel is no longer every token once the supervoxel is a single pixel.
+    assert condition_coverage_problems([EverySecondPixel()], (1, 1, 1), (4, 8, 8)) == []
+
+
+def test_pipeline_construction_warns_once_per_task():
+    tokenizer = registry.get_tokenizer("vq3d", preset="tiny", resolution=32)
+    tasks = [EverySecondPixel(), registry.get_task("fp")]
+    transformer = MaskedTransformer.from_preset(
+        "tiny", codebook_size=tokenizer.codebook_size, num_classes=0, prompts=[t.prompt for t in tasks],
+        num_tokens=256, num_layers=1, hidden_size=32, num_heads=2, mlp_dim=64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        MagvitPipeline(tokenizer, transformer, tasks, frames=16, resolution=32)
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConditionCoverageWarning)]
+    assert len(messages) == 1
+    assert messages[0].startswith("task 'every2': its condition covers all 256 tokens of the 4x8x8 token grid "
+                                  "under the tokenizer's 4x4x4 supervoxels: no token is left to generate")
 
 
 # -- COMMIT (Eq. 2) ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Multi-task objective (reference 1.5, 2): task cycle, loss arithmetic, masking, tokenisation, learning."""
+"""Multi-task objective (as the authors' trainer): task cycle, loss arithmetic, masking, tokenisation, learning."""
 
 from collections import Counter
 
@@ -56,7 +56,7 @@ def test_smoothed_cross_entropy_matches_explicit_targets():
     targets = torch.randint(0, 7, (2, 5), generator=g)
     eps = 1e-4
     q = torch.full((2, 5, 7), eps / 7, dtype=torch.float64)
-    q.scatter_(-1, targets[..., None], 1 - eps + eps / 7)  # on 1-e+e/K, off e/K (reference 2.7)
+    q.scatter_(-1, targets[..., None], 1 - eps + eps / 7)  # on 1-e+e/K, off e/K (the authors' label smoothing)
     expected = -(q * torch.log_softmax(logits, -1)).sum(-1)
     torch.testing.assert_close(smoothed_cross_entropy(logits, targets, eps).double(), expected, rtol=1e-6, atol=1e-6)
     plain = F.cross_entropy(logits.reshape(-1, 7), targets.reshape(-1), reduction="none").view(2, 5)

@@ -1,8 +1,9 @@
-"""The pluggy registry: built-ins, entry points, error paths (DESIGN.md "Plugins")."""
+"""The pluggy registry: built-ins, entry points, error paths (README "Writing a plugin")."""
 
 import textwrap
 from importlib.metadata import EntryPoint
 
+import pluggy
 import pytest
 
 from magvit import registry
@@ -126,3 +127,69 @@ def test_third_party_tsr_plugin_installed():
     assert entry.plugin == "tsr" and entry.source.startswith("magvit-tsr")
     assert "tsr" in registry.task_names()
     assert isinstance(registry.get_task("tsr"), Task)
+
+
+def test_misspelt_hook_warns_with_the_closest_name_and_the_plugin_stays(plugin_dir):
+    ep = plugin_dir(
+        "misspelt_plugin",
+        """
+        from magvit import hookimpl
+        from magvit.masking import CosineSchedule
+
+        @hookimpl
+        def magvit_add_task():
+            return {}
+
+        @hookimpl
+        def magvit_add_mask_schedulers():
+            return {"cosine2": CosineSchedule}
+        """,
+    )
+    with pytest.warns(PluginWarning, match=r"'misspelt_plugin'.*hook 'magvit_add_task' matches no magvit hook spec"
+                      r".*did you mean 'magvit_add_tasks'\?") as record:
+        reg = Registry(entry_points=[ep])
+    assert len([w for w in record if "misspelt_plugin" in str(w.message)]) == 1
+    assert reg.errors == []
+    assert [(p.plugin, "magvit_add_task" in p.problem) for p in reg.problems] == [("misspelt_plugin", True)]
+    assert reg.entry("mask scheduler", "cosine2").plugin == "misspelt_plugin"
+    with pytest.raises(pluggy.PluginValidationError, match="magvit_add_task"):
+        reg.pm.check_pending()  # the rule applied is pluggy's own
+
+
+def test_optional_unknown_hook_is_not_a_problem(plugin_dir):
+    ep = plugin_dir(
+        "optional_hook_plugin",
+        """
+        from magvit import hookimpl
+
+        @hookimpl(optionalhook=True)
+        def magvit_add_samplers_later():
+            return {}
+        """,
+    )
+    reg = Registry(entry_points=[ep])
+    assert reg.problems == [] and reg.errors == []
+    assert ("optional_hook_plugin", "unknown distribution") in reg.plugins()
+
+
+def test_plugins_command_lists_problems(plugin_dir, monkeypatch, capsys):
+    ep = plugin_dir(
+        "typo_plugin",
+        """
+        from magvit import hookimpl
+
+        @hookimpl
+        def magvit_add_tokeniser():
+            return {}
+        """,
+    )
+    monkeypatch.setattr(registry, "default_registry", lambda: reg)
+    with pytest.warns(PluginWarning, match="typo_plugin"):
+        reg = Registry(entry_points=[ep])
+    from magvit.cli import main
+
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    problems = out.split("plugin problems")[1].splitlines()
+    assert any("typo_plugin" in line and "'magvit_add_tokeniser'" in line and "'magvit_add_tokenizers'" in line
+               for line in problems)

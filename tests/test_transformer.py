@@ -1,4 +1,4 @@
-"""MaskedTransformer and Vocabulary (reference 5): layout, sizes, structure, prefix and causal modes."""
+"""MaskedTransformer and Vocabulary (as ``simplified_bert.py``): layout, sizes, structure, prefix and causal modes."""
 
 import json
 
@@ -39,7 +39,7 @@ def test_vocabulary_shared_prompts_collapse_and_single_task():
     v = Vocabulary(8, 0, ("fp", "op", "op", "fp", "cg"))
     assert v.prompts == ("fp", "op", "cg")
     assert v.uncond_id == 8 and v.prompt_id("op") == 10 and v.mask_id == 12
-    single = Vocabulary(1024, 101)  # reference 5.2: UCF CG single task
+    single = Vocabulary(1024, 101)  # the authors' UCF CG single-task vocabulary
     assert single.uncond_id == 1125 and single.mask_id == 1126 and single.size == 1127 and single.num_prefix == 1
 
 

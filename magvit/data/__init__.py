@@ -1,6 +1,6 @@
 """Video data for magvit: file I/O, folder ingestion, synthetic data, webdataset shards and their reader.
 
-Conventions (DESIGN.md): uint8 ``[T, H, W, 3]`` frames at the I/O edge (files and shards); float
+Conventions (the same throughout magvit): uint8 ``[T, H, W, 3]`` frames at the I/O edge (files and shards); float
 ``[B, 3, T, H, W]`` in [0, 1] everywhere else. The shard format is described in
 :mod:`magvit.data.shard_format`.
 

@@ -1,10 +1,10 @@
 """Tokenise a clip dataset once, so that transformer training reads tokens instead of running the encoder.
 
-In the paper's recipe (reference 1.5) every transformer step runs the frozen 3D-VQ encoder on the real
-clip and on the task's padded condition video. For a task whose condition is a deterministic function of
-the clip (``Task.deterministic``; all built-in tasks) both token grids are the same at every epoch, so
-:func:`tokenize_shards` computes them once per clip. The on-disk format is described in
-:mod:`magvit.data.tokens`.
+In the authors' recipe (``videogvt/trainers/maskgvt_trainer.py``) every transformer step runs the frozen
+3D-VQ encoder on the real clip and on the task's padded condition video. For a task whose condition is a
+deterministic function of the clip (``Task.deterministic``; all built-in tasks) both token grids are the
+same at every epoch, so :func:`tokenize_shards` computes them once per clip. The on-disk format is
+described in :mod:`magvit.data.tokens`.
 
 Exactness: every task's tokens are computed by :meth:`magvit.objective.MultiTaskObjective.tokenize`
 itself, the call training makes on the fly (``encode(cat([clips, condition]))``), so for the same batch

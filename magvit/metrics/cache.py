@@ -1,7 +1,7 @@
 """Where converted pretrained weight files live on this machine.
 
 The default folder is ``~/.cache/magvit``; the environment variable ``MAGVIT_CACHE`` names another one.
-Weights never live in the repository (DESIGN.md, Conventions: weights are data loaded from a local path).
+Weights never live in the repository: they are data, loaded from a local path.
 """
 
 from __future__ import annotations

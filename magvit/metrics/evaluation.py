@@ -1,4 +1,4 @@
-"""Per-task evaluation (paper Table 4; reference 6.4): FVD, PSNR and SSIM per task and their average.
+"""Per-task evaluation (paper Table 4): FVD, PSNR and SSIM per task and their average.
 
 For every task and held-out clip: the task's condition, a generation (COMMIT decoding), and the trivial
 answer -- the padded condition video decoded as it is by the tokenizer. Scores:
@@ -11,7 +11,8 @@ answer -- the padded condition video decoded as it is by the tokenizer. Scores:
   full-clip ``tokenizer_psnr`` is not the yardstick for a region);
 * ``psnr`` and ``ssim`` over the whole clip, and ``fvd`` of generations against the real clips.
 
-The condition pixels are not pasted back by default (reference 3 and 6.4); ``paste_condition=True``
+The condition pixels are not pasted back by default (``replace_condition_pixels`` is off in the authors'
+``videogvt/trainers/maskgvt_trainer.py``); ``paste_condition=True``
 gives the other convention. FVD uses one extractor whose real-clip features are computed once and shared
 by all tasks.
 """
@@ -46,7 +47,7 @@ class TaskScores:
     fvd: float | None
     num_clips: int
     # The trivial answer inside the condition region: what copying the condition tokens would give there.
-    # Below psnr_tokenizer_condition when the padding reaches the encoder (outpainting borders, issue 6).
+    # Below psnr_tokenizer_condition when the padding reaches the encoder (outpainting borders).
     psnr_baseline_condition: float | None = None
 
     @property
@@ -147,7 +148,7 @@ def evaluate_tasks(
         pipeline: a :class:`~magvit.pipeline.MagvitPipeline`.
         batches: iterable of :class:`~magvit.data.VideoBatch` (e.g. ``make_eval_loader``).
         tasks: task names (default: all of the pipeline's tasks).
-        fvd_extractor: ``"i3d"`` (the Kinetics-400 I3D from the local cache, reference 6.1), a module (its
+        fvd_extractor: ``"i3d"`` (the Kinetics-400 I3D from the local cache), a module (its
             ``num_features`` attribute gives the feature size, default 400), or None to skip FVD.
         paste_condition: paste the condition pixels back before scoring (off in the paper).
         max_clips: stop after this many clips.
@@ -240,7 +241,7 @@ def _fvd_like(shared: FrechetVideoDistance) -> FrechetVideoDistance:
 
 
 def quality_bar(report: EvalReport, margin_db: float = 1.0) -> dict[str, dict[str, bool]]:
-    """The demo's bar (issue 6): per conditional task, generated beats the trivial answer inside the
+    """The demo's quality bar: per conditional task, generated beats the trivial answer inside the
     generated region, and the condition region is within ``margin_db`` of the tokenizer's own PSNR in that
     region."""
     out = {}

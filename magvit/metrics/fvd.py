@@ -1,10 +1,10 @@
 """Frechet Video Distance (Unterthiner et al. 2018) as a torchmetrics Metric with exact DDP reduction.
 
 FVD is the Frechet distance between two Gaussians fitted to I3D features of real and generated videos:
-``|mu_r - mu_f|^2 + tr(S_r) + tr(S_f) - 2 tr((S_r S_f)^(1/2))``. MAGVIT's protocol (reference 6.1):
-videos in [0, 1] are resized bilinearly to 224x224 (TF1 ``resize_bilinear``, ``align_corners=False``,
-no crop), scaled to [-1, 1], and the feature is the Kinetics-400 I3D's 400 logits averaged over time;
-clips need at least 9 frames for the original I3D head.
+``|mu_r - mu_f|^2 + tr(S_r) + tr(S_f) - 2 tr((S_r S_f)^(1/2))``. MAGVIT's protocol (the authors'
+``videogvt/train_lib/frechet_distance.py``): videos in [0, 1] are resized bilinearly to 224x224 (TF1
+``resize_bilinear``, ``align_corners=False``, no crop), scaled to [-1, 1], and the feature is the
+Kinetics-400 I3D's 400 logits averaged over time; clips need at least 9 frames for the original I3D head.
 
 The metric keeps only sums per side (sample count, sum of features, sum of feature outer products, in
 float64, ``dist_reduce_fx="sum"``), so a DDP all-reduce gives exactly the statistics of one process
@@ -29,7 +29,7 @@ from magvit.errors import InputError, MagvitError
 from magvit.metrics.i3d import I3D
 
 ResizeMethod = Literal["tf1_bilinear", "half_pixel_bilinear"]
-REFERENCE_MIN_FRAMES = 9  # reference 6.1: the original I3D head needs T >= 9
+REFERENCE_MIN_FRAMES = 9  # the original I3D head needs T >= 9 (videogvt/train_lib/frechet_distance.py)
 
 
 @attrs.frozen
@@ -39,7 +39,7 @@ class Preprocessing:
     ``resize``: ``"tf1_bilinear"`` is TF1 ``resize_bilinear(align_corners=False)`` as the standard FVD
     and MAGVIT use it (source coordinate ``dst * in/out``, no half-pixel offset, no antialiasing);
     ``"half_pixel_bilinear"`` is PyTorch ``interpolate(mode="bilinear", align_corners=False)``.
-    ``intermediate_size`` reproduces the offline tool's 64x64 step (reference 6.2).
+    ``intermediate_size`` reproduces the 64x64 step of the authors' offline ``videogvt/tools/compute_fvd.py``.
     """
 
     size: tuple[int, int] | None = (224, 224)
@@ -161,7 +161,7 @@ class FrechetVideoDistance(Metric):
         extractor: module mapping preprocessed video ``[B, 3, T, h, w]`` to features ``[B, num_features]``.
             Default: :meth:`I3D.from_pretrained` (``weights_path`` or the cache; never a hub).
         num_features: feature size of the extractor (400 for I3D logits).
-        preprocessing: resize and scaling (default: reference 6.1).
+        preprocessing: resize and scaling (default: MAGVIT's, as ``frechet_distance.py``).
         weights_sha256: what to record as the weights' identity; default the extractor's
             ``weights_sha256`` attribute (I3D: file sha256 or ``"random-init"``), else a state-dict hash.
         extractor_batch: videos per extractor call (bounds memory at 224 px).

@@ -13,10 +13,11 @@ What must match the TF original so that the released weights give the same numbe
 * Batch norm as Sonnet v1 configures it: an offset (beta) but no learned scale, epsilon ``1e-3``,
   always with the stored moving statistics (I3D is only ever run as a frozen evaluator here).
 * The head: ``AvgPool3d((2, 7, 7), stride 1, 'VALID')`` on Mixed_5c, a 1x1x1 conv with bias to 400
-  logits, then the mean over the remaining time positions ("logits_mean" of FVD, reference 6.1).
+  logits, then the mean over the remaining time positions ("logits_mean" of FVD, as the authors'
+  ``videogvt/train_lib/frechet_distance.py``).
 
 Extension (documented, exact where the original is defined): the original head needs at least two
-time positions after the three temporal stride-2 stages (input ``T >= 9``, which the reference requires
+time positions after the three temporal stride-2 stages (input ``T >= 9``, which MAGVIT's protocol requires
 for real FVD) and a 7x7 map (input 224x224). Here the pool window is clipped to the feature map and the
 logits are averaged over every remaining position, so short or small clips run for tests and demos; at
 ``T >= 9`` and 224x224 this is the original computation.
@@ -202,7 +203,7 @@ class I3D(nn.Module):
         return self.logits(x)
 
     def forward(self, video: Tensor) -> Tensor:
-        """Time-averaged logits ``[B, num_classes]`` (FVD's ``logits_mean``, reference 6.1)."""
+        """Time-averaged logits ``[B, num_classes]`` (FVD's ``logits_mean``)."""
         return self.logits_per_position(video).mean(dim=(2, 3, 4))
 
     @classmethod

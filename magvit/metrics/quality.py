@@ -1,10 +1,11 @@
 """Per-pixel video quality: PSNR and SSIM (torchmetrics) for videos, and PSNR inside a region mask.
 
-MAGVIT's standalone BAIR evaluation reports SSIM and PSNR next to FVD (reference 6.4). Videos are
-``[B, C, T, H, W]`` in [0, 1] (data range 1); frames are folded into the batch so torchmetrics' image
-metrics apply unchanged. :class:`MaskedPSNR` scores only the pixels of a bool region mask
-``[B, 1, T, H, W]`` (a task's condition mask or its complement, DESIGN.md "The three protocols") so the
-generated region and the condition region can be scored separately.
+MAGVIT's standalone BAIR evaluation reports SSIM and PSNR next to FVD (the authors'
+``videogvt/train_lib/eval_utils.py``). Videos are ``[B, C, T, H, W]`` in [0, 1] (data range 1); frames
+are folded into the batch so torchmetrics' image metrics apply unchanged. :class:`MaskedPSNR` scores only
+the pixels of a bool region mask ``[B, 1, T, H, W]`` (a task's condition mask or its complement,
+:class:`~magvit.protocols.Condition`) so the generated region and the condition region can be scored
+separately.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""The ten built-in MAGVIT tasks (paper Table 1, reference section 1), registered as a plugin.
+"""The ten built-in MAGVIT tasks (paper Table 1), registered as a plugin.
 
 Each task only declares a pixel region, a padding function, a prompt key and whether it uses the class
 label; the library derives condition tokens from the pixel mask (:func:`magvit.masking.condition_token_mask`).
 
 Prompt tokens: by default each task has its own prompt (``prompt_sharing="paper"``). The authors' code
-shares one prompt between all six in/outpainting tasks and one between fp and cfp (reference 1.3);
+shares one prompt between all six in/outpainting tasks and one between fp and cfp
+(``videogvt/train_lib/task_registry.py``);
 :func:`build_tasks` with ``prompt_sharing="code"`` reproduces that.
 """
 
@@ -60,7 +61,7 @@ BUILTIN_TASKS: dict[str, Callable[..., Any]] = {
 ALL_TASKS: tuple[str, ...] = tuple(BUILTIN_TASKS)
 
 #: Prompt keys per sharing mode: "paper" gives every task its own prompt; "code" follows the authors'
-#: release, where in/outpainting share the outpainting token and cfp shares fp's token (reference 1.3).
+#: release, where in/outpainting share the outpainting token and cfp shares fp's token (task_registry.py).
 PROMPT_SHARING: dict[str, dict[str, str]] = {
     "paper": {},
     "code": {"cfp": "fp", **{name: "op" for name in ("opc", "opv", "oph", "opd", "ipc", "ipd")}},

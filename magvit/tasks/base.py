@@ -1,4 +1,5 @@
-"""Shared pieces of the built-in tasks: input validation and the region helpers (reference 1.3)."""
+"""Shared pieces of the built-in tasks: input validation and the region helpers (as the authors'
+``videogvt/train_lib/cond_utils.py``)."""
 
 from __future__ import annotations
 
@@ -42,14 +43,14 @@ def check_video(video: Tensor, task: str, *, min_frames: int = 1, min_size: int 
 
 
 def central_span(size: int) -> tuple[int, int]:
-    """The central half ``[size // 4, 3 * size // 4)`` of an axis (reference 1.3, 1/4 to 3/4)."""
+    """The central half ``[size // 4, 3 * size // 4)`` of an axis (1/4 to 3/4, as ``cond_utils.py``)."""
     return size // 4, 3 * size // 4
 
 
 def sliding_offsets(frames: int, width: int) -> Tensor:
     """Left edge ``s(t) = round(linspace(0, W/2, T))`` of the W/2-wide band that slides left to right.
 
-    ``torch.round`` rounds half to even, like ``jnp.round`` in the authors' code (reference 1.3).
+    ``torch.round`` rounds half to even, like ``jnp.round`` in the authors' ``cond_utils.py``.
     At 64 px: ``[0,2,4,6,9,11,13,15,17,19,21,23,26,28,30,32]``.
     """
     return torch.linspace(0, width // 2, frames, dtype=torch.float64).round().long()

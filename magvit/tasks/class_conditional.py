@@ -1,7 +1,7 @@
 """Class-conditional tasks: generation from the label alone (CG) and frame prediction plus label (CFP).
 
-Reference 1.3: CG has no visual condition (every token starts as [MASK], plain MaskGIT); CFP is FP with
-the real class token instead of the "uncond" one.
+As the authors' ``videogvt/train_lib/cond_utils.py``: CG has no visual condition (every token starts as
+[MASK], plain MaskGIT); CFP is FP with the real class token instead of the "uncond" one.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Inpainting: generate a hole inside every frame (paper Sec. 3.2, Table 1).
 
-Reference 1.3: IPC's hole is the central box rows ``[H/4, 3H/4)`` x cols ``[W/4, 3W/4)``; IPD's hole is
-rows ``[H/4, 3H/4)`` x cols ``[s(t), s(t) + W/2)``, sliding left to right over time. Both fill the hole
-with zeros (``'constant'``, black in [0, 1]).
+As the authors' ``videogvt/train_lib/cond_utils.py``: IPC's hole is the central box rows ``[H/4, 3H/4)`` x
+cols ``[W/4, 3W/4)``; IPD's hole is rows ``[H/4, 3H/4)`` x cols ``[s(t), s(t) + W/2)``, sliding left to
+right over time. Both fill the hole with zeros (``'constant'``, black in [0, 1]).
 """
 
 from __future__ import annotations

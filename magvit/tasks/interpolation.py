@@ -1,8 +1,8 @@
 """Frame interpolation (FI): condition on the first and last k frames (paper Sec. 3.2, Table 1).
 
-Reference 1.3: the frames in between are a linear blend from frame ``k - 1`` to frame ``T - k`` with
-fractions ``arange(1, L + 1) / (L + 1)``, ``L = T - 2k``; for k = 1 and T = 16, frame j is
-``f0 + (f15 - f0) * j / 15``.
+As the authors' ``videogvt/train_lib/cond_utils.py``: the frames in between are a linear blend from frame
+``k - 1`` to frame ``T - k`` with fractions ``arange(1, L + 1) / (L + 1)``, ``L = T - 2k``; for k = 1 and
+T = 16, frame j is ``f0 + (f15 - f0) * j / 15``.
 """
 
 from __future__ import annotations

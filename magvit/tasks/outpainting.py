@@ -1,6 +1,6 @@
 """Outpainting: keep a central region of every frame, generate the outside (paper Sec. 3.2, Table 1).
 
-Reference 1.3:
+As the authors' ``videogvt/train_lib/cond_utils.py``:
 
 * OPC keeps the central box rows ``[H/4, 3H/4)`` x cols ``[W/4, 3W/4)``; OPH keeps the horizontal band of
   rows ``[H/4, 3H/4)`` (top and bottom generated); OPV keeps the vertical band of cols ``[W/4, 3W/4)``.
@@ -46,7 +46,7 @@ class _StaticOutpainting:
         return Condition(edge_pad_box(video, rows, cols), broadcast_mask(_box_mask((t, h, w), rows, cols), video))
 
     def analytic_token_mask(self, frames: int, token_shape: tuple[int, int, int]) -> Tensor:
-        """The authors' ``latent_mask``: the same region formula on the latent grid (reference 1.4)."""
+        """The authors' ``latent_mask``: the same region formula on the latent grid."""
         t, h, w = token_shape
         return _box_mask(token_shape, *self.spans(h, w))
 
@@ -101,5 +101,5 @@ class DynamicOutpainting:
         return Condition(keep(video, mask), mask)
 
     def analytic_token_mask(self, frames: int, token_shape: tuple[int, int, int]) -> Tensor:
-        """The authors' latent band ``[ls(t), ls(t) + w/2)``, ``ls = round(linspace(0, w/2, t))`` (ref. 1.3)."""
+        """The authors' latent band ``[ls(t), ls(t) + w/2)``, ``ls = round(linspace(0, w/2, t))``."""
         return sliding_band_mask(*token_shape)

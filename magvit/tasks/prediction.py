@@ -1,7 +1,7 @@
 """Frame prediction (FP): condition on the first k frames, predict the rest (paper Sec. 3.2, Table 1).
 
-Reference 1.3: the condition video repeats the last condition frame forward in time (``'edge'``).
-k = 1 is the BAIR setup, k = 5 the Kinetics-600 setup.
+As the authors' ``videogvt/train_lib/cond_utils.py``: the condition video repeats the last condition frame
+forward in time (``'edge'``). k = 1 is the BAIR setup, k = 5 the Kinetics-600 setup.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class FramePrediction:
     Args:
         cond_frames: number of condition frames k (1 for BAIR, 5 for Kinetics-600).
         cond_latent_frames: latent frames marked as condition by the authors' analytic rule
-            (reference 1.4); ``None`` means ``ceil(k / ft)``. Only used with ``token_rule="analytic"``.
+            (``cond_utils.py``); ``None`` means ``ceil(k / ft)``. Only used with ``token_rule="analytic"``.
         prompt: task-prompt key.
     """
 

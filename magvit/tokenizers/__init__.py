@@ -1,6 +1,6 @@
 """Video tokenizers (paper Sec. 3.1), registered as a plugin.
 
-* ``vq3d`` -- :class:`~magvit.tokenizers.vq3d.VQ3D`, the paper's 3D-VQ (reference 4);
+* ``vq3d`` -- :class:`~magvit.tokenizers.vq3d.VQ3D`, the paper's 3D-VQ;
 * ``vq2d`` -- :class:`~magvit.tokenizers.vq2d.VQ2D`, the per-frame 2D-VQ baseline.
 
 Training pieces (discriminator, losses, :class:`~magvit.tokenizers.objective.VQGANObjective`) and

@@ -1,16 +1,17 @@
-"""The convolutional encoder and decoder of the VQ tokenizers (MAGVIT paper Sec. 3.1; reference 4.2-4.3).
+"""The convolutional encoder and decoder of the VQ tokenizers (MAGVIT paper Sec. 3.1; the authors'
+``videogvt/models/enc_dec_3dcnn.py``).
 
 One implementation serves the 3D-VQ (``spatial_dims=3``, Conv3d, pooling in T where
 ``temporal_downsample`` says so) and the per-frame 2D-VQ baseline (``spatial_dims=2``). Both build the
 same module tree, so their parameter names match and a 2D checkpoint inflates into a 3D model.
 
-Encoder (reference 4.2)::
+Encoder (``enc_dec_3dcnn.Encoder``)::
 
     conv3 (no bias) -> per level i: num_res_blocks x ResBlock(filters*mults[i]), then (not at the last
     level) avg-pool 2 in H, W and in T iff temporal_downsample[i] -> num_res_blocks x ResBlock
     -> GN -> swish -> conv1 (bias) to embedding_dim
 
-Decoder (reference 4.3, ``upsample='nearest+conv'``) mirrors it::
+Decoder (``enc_dec_3dcnn.Decoder``, ``upsample='nearest+conv'``) mirrors it::
 
     conv3 (bias) to filters*mults[-1] -> num_res_blocks x ResBlock -> per level i from the last:
     num_res_blocks x ResBlock(filters*mults[i]), then (i > 0) nearest-upsample x2 in H, W and in T iff
@@ -70,7 +71,7 @@ class EncoderLevel(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Video (or frame) -> continuous latents ``[N, embedding_dim, *grid]`` (reference 4.2)."""
+    """Video (or frame) -> continuous latents ``[N, embedding_dim, *grid]`` (``enc_dec_3dcnn.Encoder``)."""
 
     def __init__(
         self,
@@ -143,7 +144,7 @@ class DecoderLevel(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Quantized latents ``[N, embedding_dim, *grid]`` -> video (or frame) ``[N, 3, ...]`` (reference 4.3).
+    """Quantized latents ``[N, embedding_dim, *grid]`` -> video (or frame) ``[N, 3, ...]`` (``enc_dec_3dcnn.Decoder``).
 
     The output is not clipped; the tokenizer clips to [0, 1] in ``decode`` only, so training losses see
     the raw reconstruction.

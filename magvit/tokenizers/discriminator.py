@@ -1,4 +1,5 @@
-"""The StyleGAN-style video discriminator of the 3D-VQ's GAN loss (MAGVIT paper Sec. 3.1; reference 4.7).
+"""The StyleGAN-style video discriminator of the 3D-VQ's GAN loss (MAGVIT paper Sec. 3.1; the authors'
+``videogvt/models/stylegan_discriminator_3d.py``).
 
 ::
 
@@ -9,12 +10,13 @@
               residual: avg-pool 2 -> conv1 (no bias);  output (x + residual) / sqrt(2)
 
 No normalisation (``norm_type`` unset), xavier-uniform kernels, zero biases, zero ('SAME') padding.
-Every block pools T as well, and a size-1 axis stays 1 (TF 'SAME' pooling; issue #20): 16 frames go
+Every block pools T as well, and a size-1 axis stays 1 (TF 'SAME' pooling): 16 frames go
 16 -> 8 -> 4 -> 2 -> 1 -> 1 with the five blocks used at 128 px.
 
 ``spatial_dims=2`` gives the per-frame discriminator of the 2D-VQ (T folded into the batch, one logit
 per frame). It has the 3D model's parameter names, and because T collapses to 1 in 3D the dense layers
-have equal shapes, so the whole discriminator inflates (reference 4.9).
+have equal shapes, so the whole discriminator inflates (``inflate_2d_to_3d`` in the authors'
+``videogvt/train_lib/vqgan_train_lib.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def _pooled(size: int) -> int:
 
 
 class DiscriminatorBlock(nn.Module):
-    """Downsampling residual block (reference 4.7)."""
+    """Downsampling residual block (``stylegan_discriminator_3d.py``)."""
 
     def __init__(self, in_channels: int, out_channels: int, spatial_dims: int) -> None:
         super().__init__()
@@ -62,7 +64,7 @@ class StyleGANDiscriminator(nn.Module):
     """Video discriminator: ``[B, 3, T, H, W]`` in [0, 1] -> logits ``[B]`` (``[B*T]`` when 2D).
 
     Args:
-        filters: base width; the reference sets it to the tokenizer's ``filters`` (64 B, 128 L).
+        filters: base width; the authors' configs set it to the tokenizer's ``filters`` (64 B, 128 L).
         channel_multipliers: one downsampling block per entry ((2,4,4,4,4) at 128 px, (2,4,4,4) at 64).
         input_shape: the ``(T, H, W)`` of the clips it judges (fixes the flatten size of the dense head).
         spatial_dims: 3 (the 3D-VQ's discriminator) or 2 (per frame, for the 2D-VQ).
@@ -105,7 +107,7 @@ class StyleGANDiscriminator(nn.Module):
         self.reset_parameters(torch.Generator().manual_seed(seed))
 
     def reset_parameters(self, generator: torch.Generator | None) -> None:
-        """Xavier-uniform kernels and zero biases (reference 4.7)."""
+        """Xavier-uniform kernels and zero biases (as ``stylegan_discriminator_3d.py``)."""
         for m in self.modules():
             if isinstance(m, (Conv, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight, generator=generator)

@@ -1,4 +1,5 @@
-"""2D -> 3D weight inflation (MAGVIT paper Sec. 3.1 "3D inflation"; reference 4.9).
+"""2D -> 3D weight inflation (MAGVIT paper Sec. 3.1 "3D inflation"; the authors' ``inflate_2d_to_3d`` in
+``videogvt/train_lib/vqgan_train_lib.py``).
 
 A 3D-VQ (or 3D discriminator) starts from a 2D model's state dict. Our 2D and 3D modules share parameter
 names, and a 3D kernel ``[out, in, kt, kh, kw]`` corresponds to a 2D kernel ``[out, in, kh, kw]``:
@@ -57,7 +58,7 @@ class InflationReport:
 
 
 def inflate_kernel(kernel_2d: Tensor, kt: int, mode: str) -> Tensor:
-    """``[out, in, kh, kw]`` -> ``[out, in, kt, kh, kw]`` by ``mode`` (reference 4.9)."""
+    """``[out, in, kh, kw]`` -> ``[out, in, kt, kh, kw]`` by ``mode`` (as ``inflate_2d_to_3d``)."""
     if mode == "central":
         kernel = kernel_2d.new_zeros(kernel_2d.shape[:2] + (kt,) + kernel_2d.shape[2:])
         kernel[:, :, kt // 2] = kernel_2d
@@ -72,7 +73,7 @@ def _is_inflatable(shape_2d: torch.Size, shape_3d: torch.Size) -> bool:
 
 
 def inflate_2d_to_3d(state_2d: Mapping[str, Tensor], model_3d: nn.Module, mode: str = "central") -> InflationReport:
-    """Load ``state_2d`` into ``model_3d`` by inflation, in place; return what happened (reference 4.9).
+    """Load ``state_2d`` into ``model_3d`` by inflation, in place; return what happened.
 
     Unmapped entries are never skipped silently: they are listed in the report and warned about.
     """

@@ -1,17 +1,18 @@
-"""Building blocks of the VQ autoencoders (MAGVIT paper Sec. 3.1; reference 4.2-4.4).
+"""Building blocks of the VQ autoencoders (MAGVIT paper Sec. 3.1; the authors' ``videogvt/models/enc_dec_3dcnn.py``
+and ``videogvt/models/model_utils.py``).
 
 Every block works in 2D (``[N, C, H, W]``, the per-frame 2D-VQ) and 3D (``[N, C, T, H, W]``, the 3D-VQ)
 with the *same parameter names*, so that a 2D state dict can be inflated into the 3D model
-(reference 4.9; :mod:`magvit.tokenizers.inflation`).
+(:mod:`magvit.tokenizers.inflation`).
 
 * :class:`Conv` -- a convolution with explicit "same" padding ``((k-1)//2, k//2)`` per axis
-  (reference 4.4) in a selectable mode: ``"reflect"`` (the paper, default), ``"zeros"`` (Flax
-  ``'SAME'``, the authors' released configs) or ``"replicate"``.
+  (``custom_conv_padding`` of the authors' ``model_utils.Conv``) in a selectable mode: ``"reflect"`` (the
+  paper, default), ``"zeros"`` (Flax ``'SAME'``, the authors' released configs) or ``"replicate"``.
 * :class:`ResBlock` -- ``GN -> swish -> conv3 -> GN -> swish -> conv3`` plus a 1x1 shortcut when the
-  width changes (reference 4.2).
-* :func:`avg_pool_same` / :func:`upsample_nearest` -- the parameter-free resampling (reference 4.2-4.3).
+  width changes (``enc_dec_3dcnn.ResBlock``).
+* :func:`avg_pool_same` / :func:`upsample_nearest` -- the parameter-free resampling.
 
-Inference path (issue 7). When autograd is off (``encode``/``decode``, the frozen tokenizer of stage two)
+Inference path. When autograd is off (``encode``/``decode``, the frozen tokenizer of stage two)
 the blocks take a leaner route with the same arithmetic: each 3x3x3 convolution reads a channels-last
 buffer that already holds its padding, and the op before it (GroupNorm + swish, or the nearest
 upsample) writes straight into that buffer's interior (:meth:`Conv.empty_padded`,
@@ -37,7 +38,7 @@ from magvit.errors import InputError
 
 PADDING_MODES: tuple[str, ...] = ("reflect", "zeros", "replicate")
 
-#: Flax ``nn.GroupNorm`` defaults used by the authors' encoder/decoder (reference 4.1).
+#: Flax ``nn.GroupNorm`` defaults used by the authors' encoder/decoder (``videogvt/models/model_utils.py``).
 GROUPNORM_EPS = 1e-6
 
 _CONV = {2: F.conv2d, 3: F.conv3d}
@@ -53,7 +54,7 @@ def check_padding(padding: str) -> str:
 
 
 def same_pads(kernel: tuple[int, ...]) -> list[int]:
-    """``F.pad`` amounts (last axis first) for the split ``((k-1)//2, k//2)`` of reference 4.4."""
+    """``F.pad`` amounts (last axis first) for the split ``((k-1)//2, k//2)`` of ``model_utils.Conv``."""
     pads: list[int] = []
     for k in reversed(kernel):
         pads += [(k - 1) // 2, k // 2]
@@ -61,7 +62,7 @@ def same_pads(kernel: tuple[int, ...]) -> list[int]:
 
 
 def axis_pads(kernel: Sequence[int]) -> list[tuple[int, int]]:
-    """``(before, after)`` padding of each axis, in axis order: ``((k-1)//2, k//2)`` (reference 4.4)."""
+    """``(before, after)`` padding of each axis, in axis order: ``((k-1)//2, k//2)`` (as ``model_utils.Conv``)."""
     return [((k - 1) // 2, k // 2) for k in kernel]
 
 
@@ -154,7 +155,7 @@ def upsample_nearest_into(x: Tensor, factors: Sequence[int], out: Tensor) -> Ten
 
 
 def pad_same(x: Tensor, kernel: tuple[int, ...], mode: str) -> Tensor:
-    """Pad the trailing ``len(kernel)`` axes of ``x`` so a VALID conv keeps their size (reference 4.4).
+    """Pad the trailing ``len(kernel)`` axes of ``x`` so a VALID conv keeps their size (as ``model_utils.Conv``).
 
     ``reflect`` needs more than ``pad`` samples on an axis; on smaller axes (a single frame left after
     temporal pooling) it falls back to ``replicate``, which is what ``jnp.pad(mode='reflect')`` and
@@ -181,7 +182,7 @@ class Conv(nn.Module):
     """An N-d convolution (N = 2 or 3) with explicit same-padding in ``padding`` mode.
 
     Parameters are ``weight`` ``[out, in, *kernel]`` and optional ``bias`` ``[out]`` in both 2D and 3D,
-    so 2D kernels map onto 3D ones by a temporal axis at dim 2 (reference 4.9).
+    so 2D kernels map onto 3D ones by a temporal axis at dim 2 (for inflation).
     """
 
     def __init__(
@@ -274,7 +275,7 @@ def conv_in_slabs(
     ``[N, channels, H, W]`` view ``dst``; the time border of the clip follows ``conv``'s padding mode
     (:func:`padded_source`), the spatial border is filled by the conv. Same values as the whole-buffer
     route (up to the convolution's summation order); the input's peak drops from the full padded clip to
-    one slab's worth, which at the decoder's full resolution is ~100 MB of a B generation (issue 7).
+    one slab's worth, which at the decoder's full resolution is ~100 MB of a B generation.
     """
     frames = size[0]
     (lo, hi), *spatial_pads = axis_pads(conv.kernel)
@@ -350,14 +351,14 @@ def init_autoencoder_(module: nn.Module, generator: torch.Generator | None) -> N
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    """GroupNorm with Flax's eps (reference 4.1); ``groups`` must divide ``channels``."""
+    """GroupNorm with Flax's eps (as the authors' ``model_utils.py``); ``groups`` must divide ``channels``."""
     if channels % groups:
         raise InputError(f"norm_groups={groups} must divide every layer width; {channels} channels is not divisible")
     return nn.GroupNorm(groups, channels, eps=GROUPNORM_EPS)
 
 
 class ResBlock(nn.Module):
-    """Pre-activation residual block of the encoder/decoder (reference 4.2): no attention, no dropout."""
+    """Pre-activation residual block of the encoder/decoder (``enc_dec_3dcnn.ResBlock``): no attention, no dropout."""
 
     def __init__(
         self, in_channels: int, out_channels: int, *, spatial_dims: int, norm_groups: int, padding: str
@@ -367,7 +368,7 @@ class ResBlock(nn.Module):
         self.conv1 = Conv(in_channels, out_channels, 3, spatial_dims=spatial_dims, bias=False, padding=padding)
         self.norm2 = group_norm(out_channels, norm_groups)
         self.conv2 = Conv(out_channels, out_channels, 3, spatial_dims=spatial_dims, bias=False, padding=padding)
-        # 1x1 projection only when the width changes; the identity otherwise (reference 4.2).
+        # 1x1 projection only when the width changes; the identity otherwise (as enc_dec_3dcnn.ResBlock).
         self.shortcut = (
             Conv(in_channels, out_channels, 1, spatial_dims=spatial_dims, bias=False, padding=padding)
             if in_channels != out_channels
@@ -403,7 +404,8 @@ def avg_pool_same(x: Tensor, factors: tuple[int, ...]) -> Tensor:
 
     TF 'SAME' pooling pads an odd axis at its end and excludes the pad from the average, so the last
     window holds one sample and returns it unchanged; replicating that sample and averaging the pair
-    gives exactly the same value. A size-1 axis therefore stays 1 (reference 4.7, issue #20).
+    gives exactly the same value. A size-1 axis therefore stays 1 (the authors'
+    ``model_utils.tensorflow_style_avg_pooling``, which their discriminator uses).
     """
     pads: list[int] = []
     for f, size in zip(reversed(factors), reversed(x.shape[-len(factors) :])):
@@ -414,5 +416,5 @@ def avg_pool_same(x: Tensor, factors: tuple[int, ...]) -> Tensor:
 
 
 def upsample_nearest(x: Tensor, factors: tuple[int, ...]) -> Tensor:
-    """Nearest-neighbour upsampling of the trailing axes by integer ``factors`` (reference 4.3)."""
+    """Nearest-neighbour upsampling of the trailing axes by integer ``factors`` (``upsample='nearest+conv'``)."""
     return F.interpolate(x, scale_factor=tuple(float(f) for f in factors), mode="nearest")

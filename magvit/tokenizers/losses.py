@@ -1,4 +1,4 @@
-"""Loss terms of the 3D-VQ's VQGAN training (MAGVIT paper Sec. 3.1; reference 4.6-4.7).
+"""Loss terms of the 3D-VQ's VQGAN training (MAGVIT paper Sec. 3.1; the authors' ``videogvt/train_lib/losses.py``).
 
 * pixel L2 (weight 1);
 * the non-saturating GAN losses: generator ``softplus(-D(fake))``, discriminator
@@ -22,27 +22,27 @@ from magvit.errors import InputError, MagvitError
 from magvit.safe_load import load_safetensors, load_torch_data, state_dict_mismatch
 from magvit.tokenizers.tokenizer import fold_time
 
-#: Frame size the ResNet-50 of the perceptual loss sees (reference 4.6).
+#: Frame size the ResNet-50 of the perceptual loss sees (as the authors' perceptual loss).
 PERCEPTUAL_SIZE = 224
 
 
 def l2_loss(video: Tensor, recon: Tensor) -> Tensor:
-    """Mean squared error on [0, 1] pixels (reference 4.6)."""
+    """Mean squared error on [0, 1] pixels."""
     return (video - recon).pow(2).mean()
 
 
 def generator_adversarial_loss(fake_logits: Tensor) -> Tensor:
-    """Non-saturating generator loss ``mean softplus(-D(G(x)))`` (reference 4.6)."""
+    """Non-saturating generator loss ``mean softplus(-D(G(x)))``."""
     return F.softplus(-fake_logits).mean()
 
 
 def discriminator_adversarial_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """Non-saturating discriminator loss ``mean softplus(-D(x)) + mean softplus(D(G(x)))`` (reference 4.7)."""
+    """Non-saturating discriminator loss ``mean softplus(-D(x)) + mean softplus(D(G(x)))``."""
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
 
 def r1_penalty(discriminator: Callable[[Tensor], Tensor], real: Tensor, cost: float = 10.0) -> tuple[Tensor, Tensor]:
-    """R1 penalty ``cost * mean_b sum (d sum_b D(x) / d x)^2`` on real clips (reference 4.7).
+    """R1 penalty ``cost * mean_b sum (d sum_b D(x) / d x)^2`` on real clips (``gradient_penalty='r1'``).
 
     Returns ``(penalty, real_logits)`` so the caller reuses the logits of the same forward pass.
     The penalty keeps its graph (``create_graph=True``) so it trains the discriminator.
@@ -54,7 +54,7 @@ def r1_penalty(discriminator: Callable[[Tensor], Tensor], real: Tensor, cost: fl
 
 
 class LeCam(nn.Module):
-    """LeCam regulariser with EMA anchors (reference 4.7, ``losses.lecam_reg``).
+    """LeCam regulariser with EMA anchors (the authors' ``lecam_reg``).
 
     ``mean(relu(mean D(real) - ema_fake)^2) + mean(relu(ema_real - mean D(fake))^2)``, where the anchors
     ``ema_real`` / ``ema_fake`` are EMAs (decay 0.999) of the batch-mean logits. The anchors start at 0
@@ -98,11 +98,11 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
 
 class PerceptualLoss(nn.Module):
-    """L2 between ImageNet-classifier logits of real and reconstructed frames (reference 4.6).
+    """L2 between ImageNet-classifier logits of real and reconstructed frames (``perceptual_loss_on_logit``).
 
     Args:
         weights_path: a local state-dict file of the timm model (never downloaded).
-        arch: timm architecture; ``"resnet50"`` is the reference's. A smaller one (``"resnet10t"``) is
+        arch: timm architecture; ``"resnet50"`` is the authors'. A smaller one (``"resnet10t"``) is
             handy for tests.
 
     The network is frozen and kept in eval mode; gradients flow to the reconstruction only.

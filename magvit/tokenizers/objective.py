@@ -1,4 +1,5 @@
-"""The VQGAN training objective of the tokenizers (MAGVIT paper Sec. 3.1; reference 4.6-4.8).
+"""The VQGAN training objective of the tokenizers (MAGVIT paper Sec. 3.1; the authors' ``train_g_d`` in
+``videogvt/trainers/vqgan_trainer.py``).
 
 :class:`VQGANObjective` holds the tokenizer (generator), the discriminator, the loss terms and an EMA
 copy of the generator, and exposes the two steps the shared trainer alternates::
@@ -10,11 +11,11 @@ Both accept the modules to call (``tokenizer=``, ``discriminator=``), so the tra
 wrappers. Optimisers, schedules and the generator EMA belong to the shared trainer
 (:mod:`magvit.train`, :class:`magvit.train.tokenizer_stage.TokenizerStage`).
 
-Generator loss (reference 4.6)::
+Generator loss::
 
     L2 + 0.1 * perceptual + 0.1 * softplus(-D(recon)) + quantizer_loss
 
-Discriminator loss (reference 4.7)::
+Discriminator loss::
 
     softplus(-D(real)) + softplus(D(fake)) + 10 * R1 + lecam_weight * LeCam
 
@@ -68,9 +69,9 @@ class VQGANObjective(nn.Module):
         discriminator: a :class:`~magvit.tokenizers.discriminator.StyleGANDiscriminator`.
         perceptual_weights: local state-dict file of the timm classifier; ``None`` turns the perceptual
             loss off (warned once, here).
-        perceptual_arch: timm architecture of the perceptual loss (``"resnet50"``, reference 4.6).
-        l2_weight, perceptual_weight, adversarial_weight: generator weights (1, 0.1, 0.1; reference 4.6).
-        r1_cost: R1 penalty cost (10, every step; reference 4.7).
+        perceptual_arch: timm architecture of the perceptual loss (``"resnet50"``, the authors').
+        l2_weight, perceptual_weight, adversarial_weight: generator weights (1, 0.1, 0.1; the authors' configs).
+        r1_cost: R1 penalty cost (10, every step; the authors' configs).
         lecam_weight: LeCam weight. Default 0.0, as in the released configs (``lecam_weight`` unset);
             the paper uses LeCam but gives no weight; the LeCam paper's suggested 0.001 is a good start.
         lecam_decay: EMA decay of the LeCam anchors (0.999).
@@ -107,7 +108,7 @@ class VQGANObjective(nn.Module):
             if perceptual_weight != 0:
                 warnings.warn(
                     "VQGANObjective: no perceptual_weights file given, so the perceptual loss is off "
-                    f"(reference 4.6 uses {perceptual_weight} x ResNet-50 logit L2)",
+                    f"(the authors' configs use {perceptual_weight} x ResNet-50 logit L2)",
                     stacklevel=2,
                 )
         else:
@@ -128,7 +129,7 @@ class VQGANObjective(nn.Module):
     def generator_loss(
         self, video: Tensor, step: int = 0, *, tokenizer: Callable[[Tensor], Any] | None = None
     ) -> tuple[Tensor, Tensor, dict[str, float]]:
-        """One generator step's loss (reference 4.6); returns ``(loss, recon, logs)``.
+        """One generator step's loss; returns ``(loss, recon, logs)``.
 
         ``tokenizer`` is what to call for the forward pass (e.g. its DDP wrapper); default ``self.tokenizer``.
 
@@ -169,7 +170,7 @@ class VQGANObjective(nn.Module):
     def discriminator_loss(
         self, video: Tensor, recon: Tensor, step: int = 0, *, discriminator: Callable[[Tensor], Tensor] | None = None
     ) -> tuple[Tensor, dict[str, float]]:
-        """One discriminator step's loss (reference 4.7); returns ``(loss, logs)``.
+        """One discriminator step's loss; returns ``(loss, logs)``.
 
         Real and fake clips go through ``discriminator`` (default ``self.discriminator``; the trainer passes
         its DDP wrapper) in one forward pass, so a distributed run reduces one graph.

@@ -1,4 +1,4 @@
-"""Model sizes of the VQ tokenizers and their discriminator (reference 4.1 and 4.7).
+"""Model sizes of the VQ tokenizers and their discriminator (the authors' ``videogvt/configs/vqgan3d_*_config.py``).
 
 =========================  ==========  ==========  ==============================
                            B           L           tiny (CPU tests and demo)
@@ -28,7 +28,7 @@ RESOLUTIONS: tuple[int, ...] = (64, 128)
 
 @attrs.frozen
 class Preset:
-    """Widths and codebook of one tokenizer size (reference 4.1)."""
+    """Widths and codebook of one tokenizer size."""
 
     filters: int
     num_res_blocks: int
@@ -52,7 +52,7 @@ def get_preset(name: str) -> Preset:
 
 
 def check_resolution(preset: str, resolution: int) -> None:
-    """B and L exist for 64 and 128 px only (reference 4.1); tiny works at any multiple of 4."""
+    """B and L exist for 64 and 128 px only (the authors' configs); tiny works at any multiple of 4."""
     if preset != "tiny" and resolution not in RESOLUTIONS:
         raise InputError(f"preset {preset!r} is defined for resolution in {RESOLUTIONS}, got {resolution}")
 
@@ -64,12 +64,12 @@ def channel_multipliers(preset: str, resolution: int) -> tuple[int, ...]:
 
 
 def temporal_downsample(multipliers: tuple[int, ...]) -> tuple[bool, ...]:
-    """Which pools also halve T: the first two (3D), never the later ones (2D) (reference 4.2)."""
+    """Which pools also halve T: the first two (3D), never the later ones (2D) (``temporal_downsample``)."""
     return tuple(i < 2 for i in range(len(multipliers) - 1))
 
 
 def discriminator_multipliers(preset: str, resolution: int) -> tuple[int, ...]:
-    """StyleGAN discriminator multipliers (reference 4.7): 5 blocks at 128 px, 4 at 64 px."""
+    """StyleGAN discriminator multipliers: 5 blocks at 128 px, 4 at 64 px."""
     check_resolution(preset, resolution)
     if preset == "tiny":
         return (1, 2, 2)

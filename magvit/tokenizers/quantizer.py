@@ -1,4 +1,4 @@
-"""Vector quantizers of the tokenizers (MAGVIT paper Sec. 3.1; reference 4.5).
+"""Vector quantizers of the tokenizers (MAGVIT paper Sec. 3.1; the authors' ``videogvt/models/vqvae.py``).
 
 * :class:`VectorQuantizer` (``"vq"``, the paper's): nearest code by squared L2, straight-through
   gradients ``q = x + sg(q - x)``, loss ``0.25 mean((sg(q) - x)^2) + 1.0 mean((q - sg(x))^2)
@@ -67,7 +67,7 @@ def usage_stats(tokens: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
 
 
 def entropy_loss(logits: Tensor) -> Tensor:
-    """Mean per-sample entropy minus entropy of the batch-mean distribution (reference 4.5).
+    """Mean per-sample entropy minus entropy of the batch-mean distribution (``losses.entropy_loss``).
 
     Minimising it makes each latent commit to one code (low per-sample entropy) while the batch spreads
     over many codes (high marginal entropy), which fights codebook collapse.
@@ -81,7 +81,7 @@ def entropy_loss(logits: Tensor) -> Tensor:
 
 
 class VectorQuantizer(nn.Module):
-    """Nearest-neighbour VQ with a learned ``[codebook_size, embedding_dim]`` codebook (reference 4.5).
+    """Nearest-neighbour VQ with a learned ``[codebook_size, embedding_dim]`` codebook (``vqvae.VectorQuantizer``).
 
     Args:
         codebook_size, embedding_dim: the codebook shape (1024 x 256 for B and L).
@@ -113,7 +113,7 @@ class VectorQuantizer(nn.Module):
         self.codebook = nn.Parameter(torch.empty(codebook_size, embedding_dim))
 
     def reset_parameters(self, generator: torch.Generator | None) -> None:
-        """``variance_scaling(1.0, 'fan_in', 'uniform')`` (reference 4.5).
+        """``variance_scaling(1.0, 'fan_in', 'uniform')``, as ``vqvae.VectorQuantizer``.
 
         Flax takes fan_in from axis -2 of a 2D array, i.e. the codebook size, so the bound is
         ``sqrt(3 / codebook_size)``.

@@ -1,4 +1,4 @@
-"""The VQ tokenizer shared by the 3D-VQ and the per-frame 2D-VQ (MAGVIT paper Sec. 3.1; reference 4).
+"""The VQ tokenizer shared by the 3D-VQ and the per-frame 2D-VQ (MAGVIT paper Sec. 3.1).
 
 :class:`VQTokenizer` = :class:`~magvit.tokenizers.autoencoder.Encoder` -> quantizer ->
 :class:`~magvit.tokenizers.autoencoder.Decoder`, implementing the :class:`magvit.protocols.Tokenizer`
@@ -110,7 +110,7 @@ class VQTokenizer(nn.Module):
         norm_groups: GroupNorm groups (32).
         padding: conv padding, ``"reflect"`` (paper), ``"zeros"`` (released configs) or ``"replicate"``.
         quantizer: ``"vq"`` (paper) or ``"lfq"`` (MAGVIT-v2; needs ``codebook_size = 2^embedding_dim``).
-        commitment_cost, entropy_weight, entropy_temperature: quantizer loss settings (reference 4.5).
+        commitment_cost, entropy_weight, entropy_temperature: quantizer loss settings (0.25, 0.1, 0.01 as released).
         seed: seed of the weight initialisation.
     """
 

@@ -1,4 +1,4 @@
-"""The per-frame 2D-VQ baseline (MAGVIT paper Sec. 3.1 and Table 7; reference 4.9).
+"""The per-frame 2D-VQ baseline (MAGVIT paper Sec. 3.1 and Table 7).
 
 The same encoder/decoder as the 3D-VQ with 2D convolutions applied to every frame (T folded into the
 batch): 8x8 spatial compression at 128 px (multipliers 1,2,2,4), 4x4 at 64 px (1,2,4), no temporal

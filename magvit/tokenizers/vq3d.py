@@ -1,4 +1,4 @@
-"""The 3D-VQ tokenizer of MAGVIT (paper Sec. 3.1; reference 4.1-4.5): 16x128x128 -> 4x16x16 tokens.
+"""The 3D-VQ tokenizer of MAGVIT (paper Sec. 3.1; the authors' ``vqvae.py``): 16x128x128 -> 4x16x16 tokens.
 
 3D convolutions throughout, average pooling (3D pools first, the 2D pool last) in the encoder and
 nearest-upsample + conv mirroring it in the decoder. Registered as ``"vq3d"``:

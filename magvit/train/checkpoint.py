@@ -1,7 +1,7 @@
 """Checkpoints: written atomically, read as data.
 
 A checkpoint is a dict of tensors, numbers, strings and nested dicts/lists, so that
-``torch.load(weights_only=True)`` reads it: never code (DESIGN.md "Conventions"). It is written to a temp
+``torch.load(weights_only=True)`` reads it: never code. It is written to a temp
 file in the same folder, fsync'ed, then renamed over the target, so a run killed at any moment leaves
 either the previous complete checkpoint or the new complete one, never a half-written file. (A writer
 killed mid-write leaves its temp file, named with its pid; the next save of the same path removes it once

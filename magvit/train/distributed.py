@@ -90,6 +90,18 @@ def mean_across_ranks(values: dict[str, float], info: DistInfo) -> dict[str, flo
     return {k: float(v) / info.world_size for k, v in zip(keys, t.tolist())}
 
 
+def pooled_means(sums: dict[str, tuple[float, float]], info: DistInfo) -> dict[str, float]:
+    """``sum / count`` of each ``{name: (sum, count)}`` with sums and counts added over ranks: the mean over
+    every sample of every rank (:func:`mean_across_ranks` of per-rank means weighs ranks equally, whatever
+    their counts). Names with a total count of 0 are left out; every rank must pass the same names."""
+    keys = sorted(sums)
+    if info.distributed and keys:
+        t = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=info.device)
+        dist.all_reduce(t)
+        sums = {k: (float(s), float(n)) for k, (s, n) in zip(keys, t.tolist())}
+    return {k: sums[k][0] / sums[k][1] for k in keys if sums[k][1] > 0}
+
+
 def all_ranks_true(flag: bool, info: DistInfo) -> bool:
     """True when ``flag`` holds on every rank (one all-reduce), so that all ranks take the same branch."""
     if not info.distributed:

@@ -1,9 +1,12 @@
-"""Optimisers and learning-rate schedules of both stages (reference 4.8 and 5.4).
+"""Optimisers and learning-rate schedules of both stages (the authors'
+``videogvt/configs/vqgan2d_ucf101_config.py``, which the 3D-VQ configs extend, and
+``videogvt/configs/maskgvt_ucf101_config.py``).
 
 * AdamW with decoupled weight decay applied to kernels only (weight matrices and conv kernels); biases,
-  norm scales and embeddings are not decayed (reference 5.4: ``weight decay 0.045 on kernel params only``).
+  norm scales and embeddings are not decayed (weight decay 0.045 on ``kernel`` params only, as
+  ``get_optimizer`` in ``videogvt/train_lib/maskgvt_train_lib.py``).
 * Schedule ``lr(step) = base * min(1, step / warm) * 0.5 * (1 + cos(pi * max(0, step - warm) / (total - warm)))``
-  (scenic ``compound``: constant * linear_warmup * cosine_decay; reference 4.8).
+  (scenic ``compound``: constant * linear_warmup * cosine_decay, the authors' ``lr_configs``).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from magvit.train.settings import at_least, non_negative_finite, positive_finite
 
 @attrs.frozen
 class OptimConfig:
-    """One optimiser. Defaults are the transformer's (reference 5.4); the tokenizer uses
-    ``betas=(0.0, 0.99), weight_decay=0.0`` (reference 4.8)."""
+    """One optimiser. Defaults are the transformer's (``maskgvt_ucf101_config.py``); the tokenizer uses
+    ``betas=(0.0, 0.99), weight_decay=0.0`` (``vqgan2d_ucf101_config.py``)."""
 
     lr: float = attrs.field(default=1e-4, validator=positive_finite)
     betas: tuple[float, float] = attrs.field(default=(0.9, 0.96), validator=unit_interval_pair)
@@ -50,7 +53,7 @@ def make_optimizer(module: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups`; the fused kernel where PyTorch has one (CPU and CUDA).
 
     Fused is the same update in one pass per tensor: on the CPU it steps the 87 M parameters of the B
-    transformer in ~0.06 s instead of 0.2-0.45 s for the default multi-tensor path (issue 7).
+    transformer in ~0.06 s instead of 0.2-0.45 s for the default multi-tensor path.
     """
     groups = param_groups(module, cfg.weight_decay)
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
@@ -58,7 +61,7 @@ def make_optimizer(module: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Multiplier of the base lr at ``step`` (reference 4.8 formula)."""
+    """Multiplier of the base lr at ``step`` (the ``compound`` formula above)."""
     warm = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
     decay_steps = max(1, total_steps - warmup_steps)
     progress = min(1.0, max(0, step - warmup_steps) / decay_steps)

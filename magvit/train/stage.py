@@ -1,9 +1,9 @@
 """What the shared trainer needs from a training stage (tokenizer or transformer).
 
 A stage declares its *phases* -- one optimiser each (the tokenizer has a generator and a discriminator
-phase, reference 4.6-4.8; the transformer has one, reference 5.4) -- and computes each phase's loss on a
-batch. The trainer owns everything else: DDP wrapping, optimisers and schedules, accumulation, clipping,
-EMA, logging, checkpoints and resumption.
+phase, as the authors' ``videogvt/trainers/vqgan_trainer.py``; the transformer has one) -- and computes
+each phase's loss on a batch. The trainer owns everything else: DDP wrapping, optimisers and schedules,
+accumulation, clipping, EMA, logging, checkpoints and resumption.
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ class PhaseSpec:
 
 @attrs.frozen
 class StepContext:
-    """Per-step information passed to :meth:`Stage.loss`."""
+    """Per-step information passed to :meth:`Stage.loss`.
+
+    A step that the trainer skips (a non-finite loss or gradient) is computed again with the same ``step``,
+    from ``micro_batch`` 0.
+    """
 
     step: int
     generator: torch.Generator
@@ -86,6 +90,15 @@ class Stage(ABC):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`extra_state`."""
+
+    def pop_interval_sums(self) -> dict[str, tuple[float, float]]:
+        """``{log name: (sum, count)}`` accumulated since the previous call, and start again from zero.
+
+        The trainer calls it on every rank at each log step and logs ``sum / count`` with both summed over
+        ranks, for values a single step does not show (e.g. the loss of each task, when each step draws one
+        task). Every rank must return the same names; a name with count 0 is not logged.
+        """
+        return {}
 
     def samples(self, batch: Any, generator: torch.Generator) -> dict[str, list[Tensor]]:
         """Periodic samples: name -> grid columns, videos ``[B, 3, T, H, W]`` (e.g. condition | output | truth)."""

@@ -1,4 +1,4 @@
-"""Stage one: the VQGAN training of a tokenizer (paper Sec. 3.1; reference 4.6-4.8).
+"""Stage one: the VQGAN training of a tokenizer (paper Sec. 3.1; the authors' ``videogvt/trainers/vqgan_trainer.py``).
 
 Two phases per step, generator then discriminator, each with Adam lr 1e-4, betas (0, 0.99), no weight
 decay, warm-up then cosine; the trainer keeps an EMA (0.999) of the generator, which is the copy used for
@@ -20,7 +20,8 @@ from magvit.train.optim import OptimConfig
 from magvit.train.settings import in_unit_interval
 from magvit.train.stage import PhaseSpec, Stage, StepContext, check_clip_shape
 
-#: Reference 4.8: optax.adamw(lr 1e-4, b1 0, b2 0.99), weight decay unset; no gradient clipping.
+#: The authors' optax.adamw(lr 1e-4, b1 0, b2 0.99), weight decay unset, no gradient clipping
+#: (videogvt/configs/vqgan2d_ucf101_config.py, which the 3D-VQ configs extend).
 TOKENIZER_OPTIM = OptimConfig(lr=1e-4, betas=(0.0, 0.99), weight_decay=0.0, warmup_steps=0, grad_clip=0.0)
 
 
@@ -35,12 +36,12 @@ class TokenizerStage(Stage):
         tokenizer_options: overrides of the tokenizer preset (e.g. ``{"padding": "zeros"}``).
         discriminator_options: overrides of the discriminator (e.g. ``{"filters": 32}``).
         perceptual_weights: local ResNet-50 state-dict file; None turns the perceptual loss off (warned once).
-        l2_weight, perceptual_weight, adversarial_weight: generator loss weights (1, 0.1, 0.1; reference 4.6).
-        r1_cost: R1 penalty cost (10; reference 4.7).
+        l2_weight, perceptual_weight, adversarial_weight: generator loss weights (1, 0.1, 0.1 as released).
+        r1_cost: R1 penalty cost (10 as released).
         lecam_weight: LeCam weight; 0 as in the released configs (the paper uses LeCam without a weight;
             0.001 is the LeCam paper's suggestion).
         discriminator_start_step: first step with GAN terms (0 in the released configs).
-        optim: optimiser settings for both networks (reference 4.8).
+        optim: optimiser settings for both networks.
         ema_decay: decay of the generator EMA (0.999).
     """
 

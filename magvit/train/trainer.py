@@ -1,10 +1,12 @@
 """The shared trainer: one loop for both MAGVIT stages, single process or under ``torchrun`` (DDP).
 
-Per step: draw ``grad_accum`` micro-batches; for each phase of the stage (reference 4.6: generator then
-discriminator; reference 5.4: transformer) zero the grads, accumulate the micro-batch losses (DDP's
+Per step: draw ``grad_accum`` micro-batches; for each phase of the stage (the tokenizer: generator then
+discriminator; the transformer: one) zero the grads, accumulate the micro-batch losses (DDP's
 ``no_sync`` on all but the last) and clip the global gradient norm; then, if every loss and gradient norm
 of every phase (on every rank) is finite, step each phase's optimiser and warm-up + cosine schedule and
-update its EMA. Then log, write samples and checkpoint.
+update its EMA. Then log, write samples and checkpoint. A logged row holds the step's values (averaged
+over micro-batches and ranks) and the means the stage kept over the whole log interval
+(:meth:`~magvit.train.stage.Stage.pop_interval_sums`, e.g. each task's loss).
 
 Divergence: a step with a non-finite loss or gradient is skipped for all phases (no optimiser, schedule
 or EMA update, the step count does not advance), warned about once and counted (``nonfinite_skipped`` in
@@ -42,7 +44,7 @@ from magvit.data.atomic import atomic_path
 from magvit.errors import MagvitError
 from magvit.malloc import keep_freed_memory
 from magvit.train import checkpoint as ckpt
-from magvit.train.distributed import DistInfo, all_ranks_true, mean_across_ranks
+from magvit.train.distributed import DistInfo, all_ranks_true, mean_across_ranks, pooled_means
 from magvit.train.optim import make_optimizer, make_scheduler
 from magvit.train.settings import at_least
 from magvit.train.stage import PhaseSpec, Stage, StepContext
@@ -379,6 +381,7 @@ class Trainer:
                 clips += sum(_batch_size(b) for b in micro) * self.info.world_size
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     logs = mean_across_ranks(logs, self.info)
+                    logs.update(pooled_means(self.stage.pop_interval_sums(), self.info))
                     elapsed = time.perf_counter() - t0
                     logs["clips_per_s"] = clips / max(elapsed, 1e-9)
                     logs["nonfinite_skipped"] = float(self.nonfinite_skipped)
@@ -432,7 +435,8 @@ class Trainer:
             for k, v in logs.items():
                 writer.add_scalar(k, v, self.step)
         if bar is not None:
-            loss_keys = [k for k in logs if k.endswith("loss")]
+            # Per-task losses stay in metrics.csv and TensorBoard: one per task would crowd the bar.
+            loss_keys = [k for k in logs if k.endswith("loss") and not k.startswith("task/")]
             bar.set_postfix({k.split("/")[-1] if len(loss_keys) == 1 else k: f"{logs[k]:.4f}" for k in loss_keys}
                             | {"clips/s": f"{logs['clips_per_s']:.1f}"})
 

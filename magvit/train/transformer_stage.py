@@ -1,9 +1,13 @@
 """Stage two: multi-task masked token modelling of the transformer over a frozen tokenizer.
 
-Reference 1.5 and 2: one task per step from a fixed shuffled cycle, the real and the condition video
-tokenised together by the frozen EMA tokenizer, COMMIT inputs, weighted label-smoothed CE. Optimiser
-(reference 5.4): AdamW lr 1e-4, betas (0.9, 0.96), weight decay 0.045 on kernels, clip 1.0, 5000 warm-up
-steps then cosine.
+As the authors' ``videogvt/trainers/maskgvt_trainer.py``: one task per step from a fixed shuffled cycle,
+the real and the condition video tokenised together by the frozen EMA tokenizer, COMMIT inputs, weighted
+label-smoothed CE. Optimiser (``videogvt/configs/maskgvt_ucf101_config.py``): AdamW lr 1e-4, betas
+(0.9, 0.96), weight decay 0.045 on kernels, clip 1.0, 5000 warm-up steps then cosine.
+
+Each step draws one task, so the loss of one task is logged (``task/<name>/loss``) as its mean over the
+steps of the log interval that drew it (:meth:`TransformerStage.pop_interval_sums`); a task no step of the
+interval drew is absent from that row.
 
 Token shards (``token_shards``): the stage reads pre-tokenised shards (``magvit data tokenize``) instead
 of clips and feeds the cached ground-truth and condition tokens of the step's task straight to
@@ -24,6 +28,7 @@ from torch import Tensor
 
 from magvit.data.tokens import TokenClipBatch, TokenMeta, read_token_meta
 from magvit.errors import MagvitError
+from magvit.masking import warn_condition_coverage
 from magvit.metrics.cache import file_sha256
 from magvit.objective import MultiTaskObjective, ObjectiveConfig, token_loss
 from magvit.pipeline import MagvitPipeline, load_tokenizer, task_spec
@@ -34,22 +39,56 @@ from magvit.train.stage import PhaseSpec, Stage, StepContext, check_clip_shape, 
 from magvit.transformer import MaskedTransformer
 
 
+class _TaskLossSums:
+    """Per-task loss sums and counts of the steps the trainer kept since the last :meth:`pop`.
+
+    A step's losses wait until the step is known to be kept: a skipped step is computed again with the same
+    step number (:class:`~magvit.train.stage.StepContext`), so its first micro-batch drops the earlier try,
+    while a new step number (or :meth:`pop`, called after a kept step) keeps them. Counting micro-batches
+    gives the mean of the per-step means, as each step has the same number of micro-batches and one task.
+    """
+
+    def __init__(self, tasks: list[str]) -> None:
+        self.kept = {name: [0.0, 0] for name in tasks}
+        self.step: int | None = None
+        self.pending: list[tuple[str, float]] = []
+
+    def add(self, task: str, loss: float, ctx: StepContext) -> None:
+        if ctx.micro_batch == 0:
+            if ctx.step != self.step:
+                self._keep_pending()
+            self.step, self.pending = ctx.step, []
+        self.pending.append((task, loss))
+
+    def _keep_pending(self) -> None:
+        for task, loss in self.pending:
+            self.kept[task][0] += loss
+            self.kept[task][1] += 1
+        self.pending = []
+
+    def pop(self) -> dict[str, tuple[float, float]]:
+        self._keep_pending()
+        out = {f"task/{name}/loss": (total, float(count)) for name, (total, count) in self.kept.items()}
+        self.kept = {name: [0.0, 0] for name in self.kept}
+        return out
+
+
 class TransformerStage(Stage):
     """The MAGVIT transformer stage.
 
     Args:
         tokenizer_checkpoint: tokenizer-stage checkpoint (``magvit fit`` with a tokenizer config); its EMA
             weights are the frozen tokenizer.
-        preset: transformer size, ``tiny``, ``B`` or ``L`` (reference 5.1).
+        preset: transformer size, ``tiny``, ``B`` or ``L``.
         num_classes: number of class labels of the data (0 for unlabelled data; class tasks need > 0).
         tasks: task names (``"all"``: every registered task) -- one model for all of them.
         task_options: per-task constructor arguments, e.g. ``{"fp": {"cond_frames": 5}}``.
-        task_weights: sampling weight per task (reference 1.5; default 1 each).
+        task_weights: sampling weight per task (default 1 each, as released).
         prompt_sharing: ``"paper"`` (a prompt per task) or ``"code"`` (the authors' sharing).
         frames, resolution: clip size (must match the data and the tokenizer).
-        objective: masking method, schedule, token rule, label smoothing, loss weights (reference 2).
-        optim: optimiser settings (reference 5.4).
-        ema_decay: keep an EMA of the transformer (None: off, as in the reference).
+        objective: masking method, schedule, token rule, label smoothing, loss weights.
+        optim: optimiser settings.
+        ema_decay: keep an EMA of the transformer (None: off, as in the authors' code).
         transformer_options: overrides of the preset (e.g. ``{"dropout": 0.0}``).
         seed: seeds the task cycle and the weight initialisation.
         token_shards: a token-shard folder (``magvit data tokenize``); when set, ``magvit fit`` trains from
@@ -99,9 +138,13 @@ class TransformerStage(Stage):
         self.objective_config = objective
         self.token_shards = token_shards
         self.token_meta: TokenMeta | None = None
+        self._task_sums = _TaskLossSums([t.name for t in self.tasks])
         if token_shards is not None:
             self.token_meta = read_token_meta(token_shards)
             self._check_token_meta(self.token_meta, tokenizer_checkpoint)
+        # After the refusals: a configuration that cannot run gets its error alone.
+        warn_condition_coverage(self.tasks, self.tokenizer.downsample, (frames, resolution, resolution),
+                                objective.token_rule)
 
     # -- token shards -------------------------------------------------------------------------
     @property
@@ -178,8 +221,13 @@ class TransformerStage(Stage):
             out = self._token_batch_loss(model, batch, labels, ctx, device)
         else:
             out = self.objective(model, batch.video.to(device), labels, ctx.step, ctx.generator)
-        return out.loss, {"transformer/loss": float(out.loss.detach()), "transformer/masked_acc": float(out.accuracy),
-                          f"task/{out.task}/loss": float(out.loss.detach())}
+        loss = float(out.loss.detach())
+        self._task_sums.add(out.task, loss, ctx)
+        return out.loss, {"transformer/loss": loss, "transformer/masked_acc": float(out.accuracy)}
+
+    def pop_interval_sums(self) -> dict[str, tuple[float, float]]:
+        """``task/<name>/loss``: the sum and count of each task's losses since the last log, every task named."""
+        return self._task_sums.pop()
 
     def _token_batch_loss(self, model: Any, batch: TokenClipBatch, labels: Tensor | None, ctx: StepContext,
                           device: torch.device) -> Any:

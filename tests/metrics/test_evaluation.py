@@ -1,4 +1,4 @@
-"""Per-task evaluation and the demo's quality bar (issue 6)."""
+"""Per-task evaluation and the demo's quality bar."""
 
 import math
 

@@ -1,4 +1,5 @@
-"""Every built-in task's region and padding, pinned on concrete pixel values (reference 1.3)."""
+"""Every built-in task's region and padding, pinned on concrete pixel values (as the authors'
+``videogvt/train_lib/cond_utils_test.py``)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The 3D StyleGAN discriminator (reference 4.7)."""
+"""The 3D StyleGAN discriminator (the authors' ``videogvt/models/stylegan_discriminator_3d.py``)."""
 
 import pytest
 import torch

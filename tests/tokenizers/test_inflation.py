@@ -1,4 +1,4 @@
-"""2D -> 3D inflation (reference 4.9): centre slice, exact equivalence on constant clips, reporting."""
+"""2D -> 3D inflation (as ``inflate_2d_to_3d``): centre slice, exact equivalence on constant clips, reporting."""
 
 import pytest
 import torch

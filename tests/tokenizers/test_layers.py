@@ -1,4 +1,4 @@
-"""Padding, pooling and upsampling of magvit.tokenizers.layers (reference 4.2-4.4)."""
+"""Padding, pooling and upsampling of magvit.tokenizers.layers (as the authors' ``model_utils.py``)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""GAN, R1, LeCam and perceptual losses (reference 4.6-4.7)."""
+"""GAN, R1, LeCam and perceptual losses (the authors' ``videogvt/train_lib/losses.py``)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Vector quantizers (reference 4.5; MAGVIT-v2 LFQ)."""
+"""Vector quantizers (the authors' ``videogvt/models/vqvae.py``; MAGVIT-v2 LFQ)."""
 
 import math
 

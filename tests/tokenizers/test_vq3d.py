@@ -12,7 +12,7 @@ from magvit.registry import get_tokenizer
 from magvit.tokenizers.vq3d import VQ3D
 
 
-# -- an independent parameter count from the reference's widths (reference 4.1-4.3) ---------------
+# -- an independent parameter count from the widths of the authors' vqgan3d configs -----------
 def conv(cin: int, cout: int, k: int, dims: int, bias: bool) -> int:
     return cin * cout * k**dims + (cout if bias else 0)
 

@@ -1,4 +1,4 @@
-"""VQGANObjective (reference 4.6-4.7): generator/discriminator steps, GAN start, perceptual warning."""
+"""VQGANObjective (as ``train_g_d``): generator/discriminator steps, GAN start, perceptual warning."""
 
 import warnings
 

@@ -1,4 +1,4 @@
-"""Optimisers and the warm-up + cosine schedule of both stages (magvit/train/optim.py; reference 4.8, 5.4)."""
+"""Optimisers and the warm-up + cosine schedule of both stages (magvit/train/optim.py)."""
 
 import math
 

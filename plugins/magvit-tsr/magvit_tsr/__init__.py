@@ -1,7 +1,7 @@
 """Temporal super-resolution (TSR): a conditioning task added through the ``magvit`` entry points.
 
 Condition: every ``stride``-th frame ``0, s, 2s, ...`` of the clip. Padding: each missing frame between
-two kept frames is their linear blend (the FI padding of reference 1.3 applied per gap); frames after the
+two kept frames is their linear blend (the FI padding applied per gap); frames after the
 last kept frame repeat it (the FP padding).
 """
 
