@@ -66,8 +66,8 @@ def cmd_plugins() -> str:
     reg = registry.default_registry()
     rows = []
     for plugin, source in reg.plugins():
-        added = [f"{e.kind}:{e.name}" for kind in ("task", "tokenizer", "mask scheduler") for e in reg.entries(kind)
-                 if e.plugin == plugin]
+        added = [f"{e.kind}:{e.name}" for kind in ("task", "tokenizer", "mask scheduler", "pipeline")
+                 for e in reg.entries(kind) if e.plugin == plugin]
         rows.append((plugin, source, " ".join(added) or "-"))
     out = _table(rows, ("plugin", "source", "registers"))
     if reg.errors:

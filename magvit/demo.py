@@ -23,9 +23,10 @@ from typing import Any
 import torch
 
 from magvit.errors import MagvitError
+from magvit.pretrained import DEMO_PIPELINE
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = Path(__file__).resolve().parent / "assets" / "demo" / "pipeline.pt"
+SHIPPED = DEMO_PIPELINE
 TEN_TASKS = ["fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cg", "cfp"]
 TRAIN_CLIPS = 2048  # the shipped pipeline was trained on these (seed 0)
 

@@ -6,7 +6,7 @@ below. Third-party packages expose their plugin under the ``"magvit"`` entry-poi
     [project.entry-points.magvit]
     my_tasks = "my_package.plugin"
 
-The built-in tasks, tokenizers and mask schedulers register through these very hooks.
+The built-in tasks, tokenizers, mask schedulers and the shipped demo pipeline register through these very hooks.
 Each hook returns a mapping ``name -> factory``; ``factory(**kwargs)`` builds the component, so a
 config can set every constructor argument.
 
@@ -53,4 +53,15 @@ def magvit_add_mask_schedulers() -> Mapping[str, Callable[..., Any]]:
     """Return the mask-ratio schedules this plugin adds, as ``{name: factory}``.
 
     ``factory(**kwargs)`` must return an object implementing :class:`magvit.protocols.MaskScheduler`.
+    """
+
+
+@hookspec
+def magvit_add_pipelines() -> Mapping[str, Callable[..., Any]]:
+    """Return the named pretrained pipelines this plugin ships, as ``{name: factory}``.
+
+    ``factory()`` takes no arguments and returns the path (``str`` or :class:`os.PathLike`) of a folder
+    written by :meth:`magvit.pipeline.MagvitPipeline.save_pretrained` (``config.json`` and
+    ``model.safetensors``) or of a single-file pipeline checkpoint (``.pt``), for example one inside the
+    plugin's package. ``MagvitPipeline.from_pretrained(name)`` loads it; nothing is downloaded.
     """

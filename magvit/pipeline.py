@@ -4,13 +4,20 @@ One tokenizer, one multi-task transformer, the configured tasks (paper Sec. 3).
 ``save``/``from_checkpoint`` use the trainer's checkpoint format (:mod:`magvit.train.checkpoint`), so a
 transformer-stage checkpoint written by ``magvit fit`` loads here directly, and a saved pipeline is a
 self-contained file: tokenizer and transformer configs and weights, and the task list with its arguments.
+
+``save_pretrained``/``from_pretrained`` follow the diffusers layout: a folder with ``config.json`` (plain
+JSON: the same configs and task list) and ``model.safetensors`` (the weights, ``tokenizer.*`` and
+``transformer.*``). ``from_pretrained`` also takes the name of a pipeline registered by magvit or a plugin
+(``"demo"``: the shipped tiny model). Both file kinds are read as data, never as code.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,12 +34,19 @@ from magvit.limits import MAX_VIDEO_PIXELS, check_int
 from magvit.malloc import release_freed_memory
 from magvit.masking import TOKEN_RULES, task_token_mask, warn_condition_coverage
 from magvit.protocols import Condition, Task
+from magvit.safe_load import load_safetensors
 from magvit.tasks import build_task, build_tasks
 from magvit.tasks.base import check_video
 from magvit.train import checkpoint as ckpt
 from magvit.transformer import MaskedTransformer
 
 DECODERS = {"commit": commit_decode, "maskgit": maskgit_decode}
+
+#: ``config.json`` of a ``save_pretrained`` folder: its format key and the version this code reads and writes.
+PRETRAINED_FORMAT, PRETRAINED_VERSION = "magvit-pipeline", 1
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+#: prefixes of the tokenizer's and the transformer's weights in ``model.safetensors``
+WEIGHT_PREFIXES = ("tokenizer.", "transformer.")
 
 
 def task_spec(task: Task) -> dict[str, Any]:
@@ -105,24 +119,29 @@ def _weights(state: dict[str, Any], section: str, name: str, path: str | os.Path
     return weights
 
 
-def _tokenizer_spec(model_config: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
-    spec = _part(model_config, "tokenizer", dict, path, "model_config.")
-    _part(spec, "name", str, path, "model_config.tokenizer.")
-    _part(spec, "config", dict, path, "model_config.tokenizer.")
+def _tokenizer_spec(model_config: dict[str, Any], path: str | os.PathLike, where: str = "model_config."
+                    ) -> dict[str, Any]:
+    spec = _part(model_config, "tokenizer", dict, path, where)
+    _part(spec, "name", str, path, f"{where}tokenizer.")
+    _part(spec, "config", dict, path, f"{where}tokenizer.")
     return spec
 
 
 def _pipeline_config(state: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
     """The ``model_config`` of a transformer-stage checkpoint, its structure checked (the values are checked
     by the constructors, before anything is allocated; the weights by :func:`_weights`)."""
-    cfg = _part(state, "model_config", dict, path)
-    _tokenizer_spec(cfg, path)
-    _part(cfg, "transformer", dict, path, "model_config.")
-    for i, spec in enumerate(_part(cfg, "tasks", list, path, "model_config.")):
-        _part({f"tasks[{i}]": spec}, f"tasks[{i}]", dict, path, "model_config.")
-        _part(spec, "name", str, path, f"model_config.tasks[{i}].")
+    return _check_pipeline_config(_part(state, "model_config", dict, path), path, "model_config.")
+
+
+def _check_pipeline_config(cfg: dict[str, Any], path: str | os.PathLike, where: str) -> dict[str, Any]:
+    """``cfg`` (a checkpoint's ``model_config`` or a ``config.json``), its structure checked."""
+    _tokenizer_spec(cfg, path, where)
+    _part(cfg, "transformer", dict, path, where)
+    for i, spec in enumerate(_part(cfg, "tasks", list, path, where)):
+        _part({f"tasks[{i}]": spec}, f"tasks[{i}]", dict, path, where)
+        _part(spec, "name", str, path, f"{where}tasks[{i}].")
         if "args" in spec:
-            _part(spec, "args", dict, path, f"model_config.tasks[{i}].")
+            _part(spec, "args", dict, path, f"{where}tasks[{i}].")
     return cfg
 
 
@@ -374,3 +393,146 @@ class MagvitPipeline:
             resolution=cfg.get("resolution"),
             token_rule=cfg.get("token_rule", "supervoxel"), tokenizer_name=cfg["tokenizer"]["name"],
         )
+
+    def save_pretrained(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the pipeline as a folder: ``config.json`` and ``model.safetensors`` (see the module docs).
+
+        The folder is written beside ``directory`` under a temporary name and renamed into place, so a
+        reader never sees half of it. An existing non-empty ``directory`` is an error unless ``overwrite``.
+        """
+        target = Path(directory)
+        if target.exists() and not target.is_dir():
+            raise MagvitError(f"cannot save the pipeline to {str(target)!r}: it is a file; expected a folder path")
+        if target.is_dir() and any(target.iterdir()) and not overwrite:
+            raise MagvitError(f"cannot save the pipeline to {str(target)!r}: the folder exists and is not empty; "
+                              "pass overwrite=True to replace it, or choose a new folder")
+        config = {"format": PRETRAINED_FORMAT, "version": PRETRAINED_VERSION, **self.model_config()}
+        try:
+            config_text = json.dumps(config, indent=2) + "\n"
+        except TypeError as exc:
+            raise MagvitError(f"cannot save the pipeline: its config is not plain JSON data ({exc})") from None
+        from safetensors.torch import save_file
+
+        weights = {}
+        for prefix, module in zip(WEIGHT_PREFIXES, (self.tokenizer, self.transformer)):
+            # copies: safetensors refuses tensors that share memory (tied weights, views)
+            weights.update({prefix + k: v.detach().to("cpu", copy=True).contiguous()
+                            for k, v in module.state_dict().items()})
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            (tmp / CONFIG_NAME).write_text(config_text, encoding="utf-8")
+            save_file(weights, tmp / WEIGHTS_NAME, metadata={"format": PRETRAINED_FORMAT})
+            for name in (CONFIG_NAME, WEIGHTS_NAME):
+                _fsync(tmp / name)
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | os.PathLike, map_location: str | torch.device = "cpu"
+                        ) -> MagvitPipeline:
+        """Load a folder written by :meth:`save_pretrained`, or a registered pipeline name (``"demo"``).
+
+        A path to a single-file checkpoint is loaded by :meth:`from_checkpoint`. Nothing is downloaded.
+        """
+        path = Path(name_or_dir)
+        if path.is_dir():
+            return cls._from_folder(path, map_location)
+        if path.is_file():
+            return cls.from_checkpoint(path, map_location)
+        names = registry.pipeline_names()
+        if str(name_or_dir) not in names:
+            raise MagvitError(
+                f"{str(name_or_dir)!r} is neither a registered pipeline (registered: {', '.join(names) or 'none'}) "
+                f"nor a folder; a pipeline folder holds {CONFIG_NAME} and {WEIGHTS_NAME} "
+                "(written by MagvitPipeline.save_pretrained)"
+            )
+        source = _registered_pipeline_path(str(name_or_dir))
+        return cls._from_folder(source, map_location) if source.is_dir() else cls.from_checkpoint(source, map_location)
+
+    @classmethod
+    def _from_folder(cls, folder: Path, map_location: str | torch.device) -> MagvitPipeline:
+        """Rebuild a pipeline from ``config.json`` (checked like a checkpoint's config) and its weights."""
+        config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        for file in (config_path, weights_path):
+            if not file.is_file():
+                raise MagvitError(f"pipeline folder {str(folder)!r} has no {file.name}; expected a folder written by "
+                                  f"MagvitPipeline.save_pretrained ({CONFIG_NAME} and {WEIGHTS_NAME})")
+        cfg = _read_pretrained_config(config_path)
+        tokenizer_state, transformer_state = _split_weights(
+            load_safetensors(weights_path, "pipeline weights"), weights_path)
+        tokenizer = build_tokenizer(cfg["tokenizer"], tokenizer_state)
+        transformer = MaskedTransformer.from_config(cfg["transformer"])
+        ckpt.load_module_state(transformer, transformer_state, "transformer weights")
+        pipe = cls(
+            tokenizer, transformer, tasks_from_specs(cfg["tasks"]), frames=cfg.get("frames"),
+            resolution=cfg.get("resolution"), token_rule=cfg.get("token_rule", "supervoxel"),
+            tokenizer_name=cfg["tokenizer"]["name"],
+        )
+        return pipe.to(map_location)
+
+    def to(self, device: str | torch.device) -> MagvitPipeline:
+        """Move the tokenizer and the transformer to ``device``; returns the pipeline (as ``nn.Module.to``)."""
+        self.tokenizer.to(device)
+        self.transformer.to(device)
+        return self
+
+    __call__ = generate
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` to disk before the folder is renamed into place (magvit.data.atomic does the same for
+    single files; importing it would load the whole data package)."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _read_pretrained_config(path: Path) -> dict[str, Any]:
+    """``config.json`` of a pipeline folder: parsed as JSON, its format, version and structure checked."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MagvitError(f"{str(path)!r} is not valid JSON ({' '.join(str(exc).split())}); expected the "
+                          "config.json written by MagvitPipeline.save_pretrained") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != PRETRAINED_FORMAT:
+        raise MagvitError(f"{str(path)!r} is not a magvit pipeline config (expected a JSON object with "
+                          f'"format": "{PRETRAINED_FORMAT}")')
+    if cfg.get("version") != PRETRAINED_VERSION:
+        raise MagvitError(f"{str(path)!r} has version {cfg.get('version')!r}; this magvit reads version "
+                          f"{PRETRAINED_VERSION} (a newer magvit wrote it? upgrade magvit)")
+    return _check_pipeline_config(cfg, path, "")
+
+
+def _split_weights(weights: dict[str, Tensor], path: Path) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The tokenizer's and the transformer's state dicts of ``model.safetensors``, by key prefix."""
+    parts: tuple[dict[str, Tensor], dict[str, Tensor]] = ({}, {})
+    for key, value in weights.items():
+        index = next((i for i, p in enumerate(WEIGHT_PREFIXES) if key.startswith(p)), None)
+        if index is None:
+            raise MagvitError(f"pipeline weights {str(path)!r}: the key {key!r} starts with neither "
+                              f"{' nor '.join(WEIGHT_PREFIXES)}; the file was not written by magvit or was edited")
+        parts[index][key[len(WEIGHT_PREFIXES[index]):]] = value
+    return parts
+
+
+def _registered_pipeline_path(name: str) -> Path:
+    """Where the registered pipeline ``name`` is stored; a plugin factory's failure is one error line."""
+    entry = registry.default_registry().entry("pipeline", name)
+    try:
+        source = entry.factory()
+        path = Path(source)
+    except Exception as exc:  # noqa: BLE001 - a plugin's factory: report it, whatever it raised
+        raise MagvitError(f"pipeline {name!r} of plugin {entry.plugin!r} ({entry.source}): its factory() did not give "
+                          f"a path ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    if not path.exists():
+        raise MagvitError(f"pipeline {name!r} of plugin {entry.plugin!r} ({entry.source}) is registered at "
+                          f"{str(path)!r}, which does not exist; reinstall the package that provides it")
+    return path

@@ -1,4 +1,4 @@
-"""The plugin registry: one pluggy ``PluginManager`` for tasks, tokenizers and mask schedulers.
+"""The plugin registry: one pluggy ``PluginManager`` for tasks, tokenizers, mask schedulers and named pipelines.
 
 Built-in components are registered by the same hooks as third-party plugins (:mod:`magvit.hookspecs`);
 third-party plugins are found through the ``"magvit"`` entry-point group. Plugins load one at a time,
@@ -53,23 +53,26 @@ __all__ = [
     "Registry",
     "default_registry",
     "get_mask_scheduler",
+    "get_pipeline_path",
     "get_task",
     "get_tokenizer",
     "hookimpl",
     "mask_scheduler_names",
+    "pipeline_names",
     "reset",
     "task_names",
     "tokenizer_names",
 ]
 
 #: Modules of the built-in plugins, registered exactly like third-party ones.
-BUILTIN_PLUGINS: tuple[str, ...] = ("magvit.tasks", "magvit.masking", "magvit.tokenizers")
+BUILTIN_PLUGINS: tuple[str, ...] = ("magvit.tasks", "magvit.masking", "magvit.tokenizers", "magvit.pretrained")
 
 #: hook name -> the kind of component it adds
 _KINDS = {
     "magvit_add_tasks": "task",
     "magvit_add_tokenizers": "tokenizer",
     "magvit_add_mask_schedulers": "mask scheduler",
+    "magvit_add_pipelines": "pipeline",
 }
 
 
@@ -217,7 +220,7 @@ class Registry:
 
     # -- lookups ------------------------------------------------------------------------------
     def entries(self, kind: str) -> list[Entry]:
-        """All registered components of ``kind`` ("task", "tokenizer", "mask scheduler")."""
+        """All registered components of ``kind`` ("task", "tokenizer", "mask scheduler", "pipeline")."""
         return list(self._entries[kind].values())
 
     def names(self, kind: str) -> list[str]:
@@ -342,3 +345,13 @@ def mask_scheduler_names() -> list[str]:
 def get_mask_scheduler(name: str, **kwargs: Any) -> Any:
     """Build the mask schedule ``name`` (``"cosine"`` is the paper's default)."""
     return default_registry().build("mask scheduler", name, **kwargs)
+
+
+def pipeline_names() -> list[str]:
+    """Names of all registered pretrained pipelines (``"demo"``, the shipped tiny model, first)."""
+    return default_registry().names("pipeline")
+
+
+def get_pipeline_path(name: str) -> Any:
+    """The path the pipeline ``name`` is stored at: a ``save_pretrained`` folder or a ``.pt`` checkpoint."""
+    return default_registry().build("pipeline", name)

@@ -25,6 +25,7 @@ def test_plugins_lists_sources(capsys):
     out = capsys.readouterr().out
     assert "magvit.tasks" in out and "task:fp" in out and "mask scheduler:cosine" in out
     assert "tsr" in out and "task:tsr" in out
+    assert "magvit.pretrained" in out and "pipeline:demo" in out
 
 
 def test_console_script_help():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import json
 import os
 import pickle
 import shlex
@@ -26,7 +27,7 @@ import torch
 from magvit.cli import main
 from magvit.errors import MagvitError
 from magvit.metrics.i3d import I3D
-from magvit.pipeline import MagvitPipeline
+from magvit.pipeline import CONFIG_NAME, WEIGHTS_NAME, MagvitPipeline
 from magvit.safe_load import RefusedFileError
 from magvit.tokenizers.losses import PerceptualLoss
 from magvit.train import checkpoint as ckpt
@@ -218,6 +219,42 @@ def test_pipeline_from_checkpoint(evil, writer):
     message = str(exc.value)
     assert MESSAGES[writer] in message and "\n" not in message and "weights_only" not in message
     _untouched(path, digest, marker)
+
+
+@pytest.fixture
+def pretrained(tmp_path) -> Path:
+    """A tiny pipeline saved by ``save_pretrained`` into ``tmp_path/pretrained``."""
+    pipe = MagvitPipeline.from_preset("tiny", tasks=["fp", "cg"], num_classes=2, resolution=32)
+    return pipe.save_pretrained(tmp_path / "pretrained")
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_pipeline_from_pretrained_weights_that_are_a_pickle(evil, pretrained, writer):
+    """``model.safetensors`` is read by safetensors only: a pickle under that name is refused unread."""
+    path, marker, digest = evil(f"pretrained/{WEIGHTS_NAME}", writer)
+    with pytest.raises(MagvitError, match=r"pipeline weights '.*' is not a valid safetensors file") as exc:
+        MagvitPipeline.from_pretrained(pretrained)
+    assert "\n" not in str(exc.value) and "weights_only" not in str(exc.value)
+    _untouched(path, digest, marker)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["tokenizer"].update(name="os.system"), "unknown tokenizer 'os.system'; registered tokenizers:"),
+        (lambda c: c["tasks"][0].update(name="builtins.exec"), "unknown task 'builtins.exec'; registered tasks:"),
+        (lambda c: c["transformer"].update(class_path="os.system"), "unknown transformer option 'class_path'"),
+    ],
+    ids=["tokenizer-name", "task-name", "class-path"],
+)
+def test_pipeline_from_pretrained_config_with_code_like_strings(pretrained, tmp_path, edit, message):
+    """``config.json`` is JSON data: its names are looked up in the registry, never imported."""
+    config = json.loads((pretrained / CONFIG_NAME).read_text())
+    edit(config)
+    (pretrained / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(MagvitError, match=message) as exc:
+        MagvitPipeline.from_pretrained(pretrained)
+    assert "\n" not in str(exc.value)
 
 
 def test_i3d_weights_that_are_a_pickle(evil):
