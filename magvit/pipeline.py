@@ -433,6 +433,8 @@ class MagvitPipeline:
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            if old.exists() and not target.exists():  # the swap failed half-way: put the old folder back
+                os.replace(old, target)
             shutil.rmtree(old, ignore_errors=True)
         return target
 

@@ -126,3 +126,22 @@ def test_folder_without_weights(saved, tmp_path):
     (folder / WEIGHTS_NAME).unlink()
     with pytest.raises(MagvitError, match="has no model.safetensors; expected a folder written by"):
         MagvitPipeline.from_pretrained(folder)
+
+
+def test_a_failed_overwrite_keeps_the_old_folder(pipe, tmp_path, monkeypatch):
+    """The new folder is renamed into place after the old one is moved aside; if that rename fails, the old
+    folder is put back, so an overwrite never loses the saved pipeline."""
+    target = pipe.save_pretrained(tmp_path / "p")
+    before = {f.name: f.read_bytes() for f in target.iterdir()}
+    real_replace = __import__("os").replace
+
+    def failing_replace(src, dst):
+        if Path(src).name.startswith(".p.partial-"):
+            raise OSError(28, "No space left on device", str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr("magvit.pipeline.os.replace", failing_replace)
+    with pytest.raises(OSError, match="No space left"):
+        pipe.save_pretrained(target, overwrite=True)
+    assert {f.name: f.read_bytes() for f in target.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
