@@ -10,6 +10,7 @@ import torch
 from magvit import registry
 from magvit.pipeline import MagvitPipeline
 from magvit.protocols import Condition
+from tests.helpers.tasks import EverySecondPixel
 from magvit.transformer import MaskedTransformer
 from magvit.masking import (
     ConditionCoverageWarning,
@@ -161,22 +162,6 @@ def test_token_mask_rejects_indivisible():
 
 
 # -- condition coverage -----------------------------------------------------------------------------
-
-
-@attrs.frozen
-class EverySecondPixel:
-    """Keeps every 2nd pixel of every frame: under any supervoxel wider than one pixel, every token."""
-
-    prompt: str = "every2"
-    name = "every2"
-    uses_class = False
-    needs_video = True
-    deterministic = True
-
-    def condition(self, video, generator=None):
-        mask = torch.zeros(video.shape[0], 1, *video.shape[2:], dtype=torch.bool)
-        mask[..., ::2, ::2] = True
-        return Condition(video * mask, mask)
 
 
 @attrs.frozen

@@ -9,7 +9,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import torch
 
@@ -17,7 +16,7 @@ from magvit import registry
 from magvit.data import make_eval_loader
 from magvit.hookspecs import hookimpl
 from magvit.masking import ConditionCoverageWarning
-from magvit.protocols import Condition
+from tests.helpers.tasks import EverySecondPixel
 from magvit.train.data import DataConfig, make_data
 from magvit.train.distributed import DistInfo
 from magvit.train.stage import StepContext
@@ -75,22 +74,6 @@ def test_a_skipped_step_is_not_counted(tiny_data, tokenizer_checkpoint):
     total, count = stage.pop_interval_sums()["task/fp/loss"]
     assert count == 2 and total == pytest.approx(losses[1] + losses[2])
     assert stage.pop_interval_sums() == {"task/fp/loss": (0.0, 0.0)}
-
-
-@attrs.frozen
-class EverySecondPixel:
-    """Keeps every 2nd pixel of every frame: under the tiny tokenizer's 4x4x4 supervoxels, every token."""
-
-    prompt: str = "every2"
-    name = "every2"
-    uses_class = False
-    needs_video = True
-    deterministic = True
-
-    def condition(self, video: torch.Tensor, generator: torch.Generator | None = None) -> Condition:
-        mask = torch.zeros(video.shape[0], 1, *video.shape[2:], dtype=torch.bool, device=video.device)
-        mask[..., ::2, ::2] = True
-        return Condition(video * mask, mask)
 
 
 @hookimpl
