@@ -156,9 +156,9 @@ def run_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 6
     metrics = {
         "tokenizer_psnr": report.tokenizer_psnr,
         "tasks": {
-            name: {"psnr_generated": s.psnr_generated, "psnr_baseline": s.psnr_baseline,
+            name: {"psnr_generated": s.psnr_generated, "psnr_trivial": s.psnr_trivial,
                    "psnr_condition": s.psnr_condition, "psnr_tokenizer_condition": s.psnr_tokenizer_condition,
-                   "psnr_baseline_condition": s.psnr_baseline_condition,
+                   "psnr_trivial_condition": s.psnr_trivial_condition,
                    "ssim": s.ssim, "fvd": s.fvd,
                    # against the whole-clip tokenizer PSNR, for comparison with the bar's region-wise one
                    "condition_minus_clip_tokenizer_psnr": (None if s.psnr_condition is None
@@ -186,8 +186,8 @@ def write_index(out_dir: Path, report: Any, bar: dict[str, dict[str, bool]]) -> 
     for name, s in report.tasks.items():
         ok = bar.get(name)
         verdict = "n/a" if ok is None else ("pass" if all(ok.values()) else "fail")
-        cells = [name, s.psnr_generated, s.psnr_baseline, s.psnr_condition, s.psnr_tokenizer_condition,
-                 s.psnr_baseline_condition, s.ssim, s.fvd, verdict]
+        cells = [name, s.psnr_generated, s.psnr_trivial, s.psnr_condition, s.psnr_tokenizer_condition,
+                 s.psnr_trivial_condition, s.ssim, s.fvd, verdict]
         rows.append("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>")
     grids = "".join(
         f'<figure><img src="grids/{n}.gif" alt="{n}"><figcaption>{html.escape(n)}</figcaption></figure>'

@@ -13,7 +13,7 @@ def test_demo_trains_evaluates_and_writes_the_page(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics["tasks"]) == {"fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cg", "cfp"}
     for name, scores in metrics["tasks"].items():
-        assert {"psnr_generated", "psnr_baseline", "psnr_condition", "ssim", "fvd"} <= set(scores)
+        assert {"psnr_generated", "psnr_trivial", "psnr_condition", "ssim", "fvd"} <= set(scores)
         assert (scores["psnr_condition"] is None) == (name == "cg")
         assert (tmp_path / "grids" / f"{name}.gif").stat().st_size > 0
         assert (tmp_path / "grids" / f"{name}.mp4").stat().st_size > 0

@@ -3,7 +3,7 @@
 For every task and held-out clip: the task's condition, a generation (COMMIT decoding), and the trivial
 answer -- the padded condition video decoded as it is by the tokenizer. Scores:
 
-* ``psnr_generated`` / ``psnr_baseline``: PSNR inside the generated region (outside the condition pixels;
+* ``psnr_generated`` / ``psnr_trivial``: PSNR inside the generated region (outside the condition pixels;
   the whole clip for cg) of the generation / of the trivial answer;
 * ``psnr_condition``: PSNR of the generation inside the condition region, to compare with
   ``psnr_tokenizer_condition``, the tokenizer's own reconstruction PSNR inside the same region (regions
@@ -39,7 +39,7 @@ from magvit.protocols import Task
 @attrs.frozen
 class TaskScores:
     psnr_generated: float
-    psnr_baseline: float
+    psnr_trivial: float
     psnr_condition: float | None
     psnr_tokenizer_condition: float | None
     psnr: float
@@ -48,11 +48,26 @@ class TaskScores:
     num_clips: int
     # The trivial answer inside the condition region: what copying the condition tokens would give there.
     # Below psnr_tokenizer_condition when the padding reaches the encoder (outpainting borders).
-    psnr_baseline_condition: float | None = None
+    psnr_trivial_condition: float | None = None
 
     @property
-    def beats_baseline(self) -> bool:
-        return self.psnr_generated > self.psnr_baseline
+    def beats_trivial(self) -> bool:
+        return self.psnr_generated > self.psnr_trivial
+
+
+#: The columns of :meth:`EvalReport.table`, named as the fields of :class:`TaskScores` and ``metrics.json``.
+TABLE_COLUMNS = ("psnr_generated", "psnr_trivial", "psnr_condition", "psnr_tokenizer_condition",
+                 "psnr_trivial_condition", "psnr", "ssim", "fvd")
+TABLE_LEGEND = {
+    "psnr_generated": "the generation, inside the generated region (the whole clip for cg)",
+    "psnr_trivial": "the trivial answer (the padded condition video, encoded and decoded) in the same region",
+    "psnr_condition": "the generation, inside the condition region",
+    "psnr_tokenizer_condition": "the tokenizer's own reconstruction, inside the condition region",
+    "psnr_trivial_condition": "the trivial answer, inside the condition region",
+    "psnr": "the generation over the whole clip",
+    "ssim": "SSIM of the generation over the whole clip",
+    "fvd": "Frechet Video Distance of the generations against the real clips (I3D features)",
+}
 
 
 @attrs.frozen
@@ -67,7 +82,7 @@ class EvalReport:
     def average(self) -> dict[str, float | None]:
         """Mean of each score over tasks (paper Table 4's last column)."""
         out: dict[str, float | None] = {}
-        for key in ("psnr_generated", "psnr_baseline", "psnr", "ssim", "fvd"):
+        for key in ("psnr_generated", "psnr_trivial", "psnr", "ssim", "fvd"):
             values = [getattr(s, key) for s in self.tasks.values() if getattr(s, key) is not None]
             out[key] = sum(values) / len(values) if values else None
         return out
@@ -82,19 +97,18 @@ class EvalReport:
         }
 
     def table(self) -> str:
-        header = ["task", "psnr_gen", "psnr_base", "psnr_cond", "psnr_tok_cond", "psnr_base_cond", "psnr", "ssim",
-                  "fvd", "clips"]
-        rows = [[name, s.psnr_generated, s.psnr_baseline, s.psnr_condition, s.psnr_tokenizer_condition,
-                 s.psnr_baseline_condition, s.psnr, s.ssim, s.fvd, s.num_clips] for name, s in self.tasks.items()]
+        """The scores as a text table (column names as in ``metrics.json``), with a legend below it."""
+        header = ["task", *TABLE_COLUMNS, "clips"]
+        rows = [[name, *(getattr(s, key) for key in TABLE_COLUMNS), s.num_clips] for name, s in self.tasks.items()]
         avg = self.average()
-        rows.append(["average", avg["psnr_generated"], avg["psnr_baseline"], None, None, None, avg["psnr"],
-                     avg["ssim"], avg["fvd"], ""])
+        rows.append(["average", *(avg.get(key) for key in TABLE_COLUMNS), ""])
         fmt = [[c if isinstance(c, str) else ("-" if c is None else f"{c:.2f}" if isinstance(c, float) else str(c))
                 for c in r] for r in rows]
         widths = [max(len(x) for x in col) for col in zip(header, *fmt)]
         line = lambda r: "  ".join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(r, widths)))  # noqa: E731
+        legend = [f"  {key}: {TABLE_LEGEND[key]}" for key in TABLE_COLUMNS]
         return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, fmt),
-                          f"tokenizer reconstruction PSNR: {self.tokenizer_psnr:.2f} dB"])
+                          f"tokenizer reconstruction PSNR: {self.tokenizer_psnr:.2f} dB", "columns (PSNR in dB):", *legend])
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -121,8 +135,8 @@ def _value(metric: Any) -> float | None:
 
 class _TaskMetrics:
     def __init__(self, fvd: FrechetVideoDistance | None) -> None:
-        self.generated, self.baseline, self.condition = MaskedPSNR(), MaskedPSNR(), MaskedPSNR()
-        self.tokenizer_condition, self.baseline_condition = MaskedPSNR(), MaskedPSNR()
+        self.generated, self.trivial, self.condition = MaskedPSNR(), MaskedPSNR(), MaskedPSNR()
+        self.tokenizer_condition, self.trivial_condition = MaskedPSNR(), MaskedPSNR()
         self.psnr, self.ssim = VideoPSNR(), VideoSSIM()
         self.fvd = fvd
         self.count = 0
@@ -189,16 +203,16 @@ def evaluate_tasks(
             if task.needs_video:
                 cond = task.condition(video)
                 region = cond.mask
-                baseline = pipeline.tokenizer.decode(pipeline.tokenizer.encode(cond.video)).clamp(0, 1)
+                trivial = pipeline.tokenizer.decode(pipeline.tokenizer.encode(cond.video)).clamp(0, 1)
             else:
                 cond, region = None, torch.zeros_like(video[:, :1], dtype=torch.bool)
-                baseline = torch.zeros_like(video)  # nothing to decode: the trivial answer is an empty clip
+                trivial = torch.zeros_like(video)  # nothing to decode: the trivial answer is an empty clip
             m.generated.update(gen, video, ~region)
-            m.baseline.update(baseline, video, ~region)
+            m.trivial.update(trivial, video, ~region)
             if region.any():
                 m.condition.update(gen, video, region)
                 m.tokenizer_condition.update(recon, video, region)
-                m.baseline_condition.update(baseline, video, region)
+                m.trivial_condition.update(trivial, video, region)
             m.psnr.update(gen, video)
             m.ssim.update(gen, video)
             if m.fvd is not None:
@@ -221,10 +235,10 @@ def evaluate_tasks(
         if m.fvd is not None and m.count >= 2:
             fvd = m.fvd.result().fvd
         scores[name] = TaskScores(
-            psnr_generated=_value(m.generated), psnr_baseline=_value(m.baseline), psnr_condition=_value(m.condition),
+            psnr_generated=_value(m.generated), psnr_trivial=_value(m.trivial), psnr_condition=_value(m.condition),
             psnr_tokenizer_condition=_value(m.tokenizer_condition),
             psnr=_value(m.psnr), ssim=_value(m.ssim), fvd=fvd, num_clips=m.count,
-            psnr_baseline_condition=_value(m.baseline_condition),
+            psnr_trivial_condition=_value(m.trivial_condition),
         )
     protocol = None
     if shared is not None:
@@ -249,7 +263,7 @@ def quality_bar(report: EvalReport, margin_db: float = 1.0) -> dict[str, dict[st
         if s.psnr_condition is None:  # no visual condition (cg): the bar does not apply
             continue
         out[name] = {
-            "beats_baseline": s.psnr_generated > s.psnr_baseline,
+            "beats_trivial": s.psnr_generated > s.psnr_trivial,
             "condition_within_margin": s.psnr_condition >= s.psnr_tokenizer_condition - margin_db,
         }
     return out
