@@ -59,6 +59,14 @@ def cmd_tasks() -> str:
     return _table(rows, ("name", "prompt", "uses_class", "needs_video", "plugin"))
 
 
+def cmd_configs() -> str:
+    """The configs shipped with magvit: pass a name to `magvit fit --config` (e.g. tiny/tokenizer)."""
+    from magvit.configs import config_dir, shipped_configs
+
+    rows = [(c.name, c.summary) for c in shipped_configs()]
+    return _table(rows, ("name", "about")) + f"\n\nfiles: {config_dir()}"
+
+
 def cmd_plugins() -> str:
     """Loaded plugins, what each registered, plugins that failed to load, and mistakes in loaded ones."""
     from magvit import registry
@@ -83,7 +91,7 @@ def cmd_plugins() -> str:
 
 
 def cmd_data_synthetic(out: str, num_clips: int = 2048, num_val_clips: int = 256, frames: int = 16, size: int = 32,
-                       num_classes: int = 8, seed: int = 0, overwrite: bool = False) -> str:
+                       num_classes: int = 8, seed: int = 0, as_videos: bool = False, overwrite: bool = False) -> str:
     """Write the embedded synthetic dataset (moving labelled shapes) as shards: OUT/train and OUT/val.
 
     Args:
@@ -94,10 +102,15 @@ def cmd_data_synthetic(out: str, num_clips: int = 2048, num_val_clips: int = 256
         size: clip height and width in pixels.
         num_classes: number of classes (shape and colour, and motion, depend on the class).
         seed: the data are a pure function of the seed.
+        as_videos: write the training clips as mp4 files in OUT/<class>/ instead (a folder of videos as
+            `magvit data shards` ingests it).
         overwrite: replace an existing dataset in OUT.
     """
-    from magvit.data import write_synthetic
+    from magvit.data import write_synthetic, write_synthetic_videos
 
+    if as_videos:
+        return str(write_synthetic_videos(out, num_clips=num_clips, frames=frames, size=size,
+                                          num_classes=num_classes, seed=seed, overwrite=overwrite))
     return str(write_synthetic(out, num_clips=num_clips, num_val_clips=num_val_clips, frames=frames, size=size,
                                num_classes=num_classes, seed=seed, overwrite=overwrite))
 
@@ -324,7 +337,8 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
         checkpoint: transformer-stage checkpoint or saved pipeline.
         data: shard folder of held-out clips.
         tasks: comma-separated task names, or all (the checkpoint's tasks).
-        num_clips: clips to evaluate per task.
+        num_clips: clips to evaluate per task (FVD needs many; an estimate of the time is printed after the
+            first task, with the quicker options).
         batch_size: clips per generation batch.
         paste_condition: paste the condition pixels back before scoring (off in the paper).
         fvd: compute FVD with the Kinetics-400 I3D (run `magvit weights i3d` once first).
@@ -333,7 +347,7 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
         out: folder for metrics.json and metrics.csv.
     """
     from magvit.data import make_eval_loader
-    from magvit.metrics.evaluation import evaluate_tasks
+    from magvit.metrics.evaluation import Estimate, evaluate_tasks, print_progress_line, quick_look_hint
     from magvit.pipeline import MagvitPipeline
 
     _check_counts(num_clips=num_clips, batch_size=batch_size, steps=steps)
@@ -341,8 +355,15 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
     names = None if tasks == "all" else [t.strip() for t in tasks.split(",") if t.strip()]
     for name in names or ():
         pipe.task(name)  # an unknown task is refused before the data and FVD are set up
+
+    def announce(estimate: Estimate) -> None:
+        hint = quick_look_hint(estimate, clips_flag="--num_clips", fvd_flag="--no_fvd")
+        print_progress_line(estimate.message(hint))
+
+    # progress, the plan and the estimate go to stderr; the table (the command's result) to stdout
     report = evaluate_tasks(pipe, make_eval_loader(data, batch_size), names, fvd_extractor="i3d" if fvd else None,
-                            paste_condition=paste_condition, steps=steps, seed=seed, max_clips=num_clips)
+                            paste_condition=paste_condition, steps=steps, seed=seed, max_clips=num_clips,
+                            progress=True, on_estimate=announce)
     if out is not None:
         report.write(out)
     return report.table() + (f"\nwrote {out}/metrics.json and metrics.csv" if out else "")
@@ -385,6 +406,7 @@ def cmd_weights(name: str, force: bool = False, cache_dir: str | None = None) ->
 SIMPLE: dict[str, Callable[..., str]] = {
     "tasks": cmd_tasks,
     "plugins": cmd_plugins,
+    "configs": cmd_configs,
     "generate": cmd_generate,
     "evaluate": cmd_evaluate,
     "demo": cmd_demo,
@@ -423,10 +445,13 @@ def _param_help(fn: Callable[..., Any], name: str) -> str:
 
 
 def fit_parser() -> ArgumentParser:
-    """``magvit fit``: --config files composed in order, --model class_path, --data, --trainer."""
-    from magvit.train.data import DataConfig
+    """``magvit fit``: --config files composed in order, --model class_path, --data, --trainer.
+
+    Built from torch-free modules only (the settings records and the ``Stage`` base class), so that
+    ``magvit fit --help`` imports no torch; the stage's module is imported when its class_path is parsed.
+    """
+    from magvit.train.settings import DataConfig, TrainerConfig
     from magvit.train.stage import Stage
-    from magvit.train.trainer import TrainerConfig
 
     p = ArgumentParser(description="Train a stage with the shared trainer (single process or under torchrun).")
     p.add_argument("--config", action=ActionConfigFile, help="YAML config; give several to compose them in order")
@@ -488,9 +513,35 @@ def _version(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _with_shipped_configs(argv: Sequence[str]) -> list[str]:
+    """``argv`` with each ``fit --config NAME`` that is not a file replaced by the shipped config's path.
+
+    A value that reads as inline YAML (it holds ``:``, ``{`` or whitespace) is left to jsonargparse.
+    """
+    from magvit.configs import resolve_config
+
+    args = list(argv)
+    if "fit" not in args:
+        return args
+    for i in range(args.index("fit") + 1, len(args)):
+        arg = args[i]
+        if arg.startswith("--config="):
+            value = arg[len("--config="):]
+            if not _inline_yaml(value):
+                args[i] = "--config=" + resolve_config(value)
+        elif arg == "--config" and i + 1 < len(args) and not _inline_yaml(args[i + 1]):
+            args[i + 1] = resolve_config(args[i + 1])
+    return args
+
+
+def _inline_yaml(value: str) -> bool:
+    return any(c in value for c in ":{") or any(c.isspace() for c in value)
+
+
 def run(argv: Sequence[str]) -> str | None:
     if (answer := _version(argv)) is not None:
         return answer
+    argv = _with_shipped_configs(argv)
     parser = build_parser()
     cfg = parser.parse_args(list(argv))
     command = cfg.command
@@ -526,7 +577,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"magvit: error: {message}", file=sys.stderr)
             return 2
     if out:
-        print(out)
+        try:
+            print(out, flush=True)
+        except BrokenPipeError:  # `magvit configs | head`: the reader left; not an error of the command
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush is quiet
     return 0
 
 

@@ -12,27 +12,62 @@
 
 from __future__ import annotations
 
-import html
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 
+from magvit.configs import config_dir
 from magvit.errors import MagvitError
 from magvit.pretrained import DEMO_PIPELINE
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = DEMO_PIPELINE
 TEN_TASKS = ["fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cg", "cfp"]
 TRAIN_CLIPS = 2048  # the shipped pipeline was trained on these (seed 0)
 
 
 def say(msg: str) -> None:
-    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    """A progress line on stderr (stdout has the table and the page's path)."""
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@attrs.define
+class PhaseClock:
+    """Wall seconds per phase of the demo, each phase announced as it starts and with its time as it ends.
+
+    A phase recorded with :meth:`add` while another is open (the grids, written during the evaluation) is
+    taken out of the open one, so the phases add up to the whole run.
+    """
+
+    start: float = attrs.field(factory=time.perf_counter)
+    seconds: dict[str, float] = attrs.field(factory=dict)
+    _inner: float = 0.0
+
+    @contextlib.contextmanager
+    def phase(self, name: str, what: str) -> Iterator[None]:
+        say(f"{name}: {what}")
+        self.seconds.setdefault(name, 0.0)  # listed in the order the phases start
+        began, self._inner = time.perf_counter(), 0.0
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - began - self._inner
+        say(f"{name}: {self.seconds[name]:.1f} s ({self.elapsed():.0f} s since the start)")
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self._inner += seconds
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def timings(self) -> dict[str, float]:
+        """Seconds per phase, rounded to 0.1 s, in the order the phases ran (``metrics.json``'s ``timings``)."""
+        return {name: round(value, 1) for name, value in self.seconds.items()}
 
 
 def ensure_data(folder: Path, train_clips: int = TRAIN_CLIPS) -> Path:
@@ -45,7 +80,7 @@ def ensure_data(folder: Path, train_clips: int = TRAIN_CLIPS) -> Path:
     else:
         say(f"writing synthetic shards to {folder}")
         print(write_synthetic(folder, num_clips=train_clips, num_val_clips=256, frames=16, size=32, num_classes=8,
-                              seed=0, overwrite=True))
+                              seed=0, overwrite=True), file=sys.stderr)
     return folder
 
 
@@ -92,8 +127,8 @@ def train_pipeline(data: Path, work: Path, resume: bool, overrides: Sequence[str
     from magvit.pipeline import MagvitPipeline
 
     common = ["--data.train", str(data / "train"), *overrides] + (["--resume", "true"] if resume else [])
-    tok = _fit(ROOT / "configs" / "tiny" / "tokenizer.yaml", [*common, "--trainer.out_dir", str(work / "tokenizer")])
-    transformer_config = ROOT / "configs" / "tiny" / "transformer.yaml"
+    tok = _fit(config_dir() / "tiny" / "tokenizer.yaml", [*common, "--trainer.out_dir", str(work / "tokenizer")])
+    transformer_config = config_dir() / "tiny" / "transformer.yaml"
     tokens = tokenize_once(tok, data / "train", work / "tokens", fresh=not resume,
                            batch_size=_batch_size(transformer_config, common))
     tr = _fit(transformer_config,
@@ -118,6 +153,8 @@ def fvd_extractor() -> Any:
         except Exception as exc:  # noqa: BLE001 - FVD is optional in the demo, the rest still runs
             say(f"FVD skipped: could not get the I3D weights ({exc}); run `magvit weights i3d` later")
             return None
+    else:
+        say(f"the converted I3D weights are in {path}")
     return "i3d"
 
 
@@ -126,32 +163,48 @@ def run_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 6
     """Run the demo and return the path of its index.html (``train_overrides``: extra ``magvit fit`` args;
     ``train_clips``: size of the synthetic training split)."""
     from magvit.data import make_eval_loader
-    from magvit.metrics.evaluation import evaluate_tasks, quality_bar
+    from magvit.metrics.evaluation import Estimate, evaluate_tasks, print_progress_line, quality_bar, quick_look_hint
     from magvit.pipeline import MagvitPipeline
     from magvit.visualize import save_video_grid
 
     start = time.time()
+    clock = PhaseClock()
     out_dir = Path(out)
-    data = ensure_data(out_dir / "data", train_clips)
-    if train or not SHIPPED.exists():
-        if not train:
-            say(f"no shipped pipeline at {SHIPPED}: training from scratch")
-        path = train_pipeline(data, out_dir / "train", resume, train_overrides)
-    else:
-        path = SHIPPED
-        say(f"using the shipped pipeline {path} (reproduce it with `magvit demo --train`)")
-    pipe = MagvitPipeline.from_checkpoint(path)
+    with clock.phase("data", f"synthetic shards in {out_dir / 'data'}"):
+        data = ensure_data(out_dir / "data", train_clips)
+    with clock.phase("pipeline", "training from scratch" if train or not SHIPPED.exists() else "loading"):
+        if train or not SHIPPED.exists():
+            if not train:
+                say(f"no shipped pipeline at {SHIPPED}: training from scratch")
+            path = train_pipeline(data, out_dir / "train", resume, train_overrides)
+        else:
+            path = SHIPPED
+            say(f"using the shipped pipeline {path} (reproduce it with `magvit demo --train`)")
+        pipe = MagvitPipeline.from_checkpoint(path)
+    extractor = None
+    if fvd:
+        with clock.phase("fvd_setup", "the Kinetics-400 I3D for FVD"):
+            extractor = fvd_extractor()
     grids = out_dir / "grids"
 
     def write_grid(task: str, cond: torch.Tensor, gen: torch.Tensor, real: torch.Tensor) -> None:
+        began = time.perf_counter()
         for ext in ("gif", "mp4"):
             save_video_grid([cond[:4], gen[:4], real[:4]], grids / f"{task}.{ext}", fps=6, scale=3)
+        clock.add("grids", time.perf_counter() - began)
 
-    say(f"evaluating {len(pipe.tasks)} tasks on {eval_clips} held-out clips")
-    report = evaluate_tasks(
-        pipe, make_eval_loader(data / "val", 8), [t for t in pipe.tasks if t in TEN_TASKS] or None,
-        fvd_extractor=fvd_extractor() if fvd else None, max_clips=eval_clips, on_batch=write_grid,
-    )
+    def announce(estimate: Estimate) -> None:
+        hint = quick_look_hint(estimate, clips_flag="--eval_clips", fvd_flag="--no_fvd")
+        print_progress_line(estimate.message(hint))
+
+    with clock.phase("evaluation", f"{len(pipe.tasks)} tasks on {eval_clips} held-out clips"):
+        report = evaluate_tasks(
+            pipe, make_eval_loader(data / "val", 8), [t for t in pipe.tasks if t in TEN_TASKS] or None,
+            fvd_extractor=extractor, max_clips=eval_clips, on_batch=write_grid, progress=True,
+            on_estimate=announce,
+        )
+    say("page: writing metrics.json and index.html")
+    page_start = time.perf_counter()
     bar = quality_bar(report)
     metrics = {
         "tokenizer_psnr": report.tokenizer_psnr,
@@ -171,49 +224,24 @@ def run_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 6
         "num_clips": eval_clips,
         "pipeline": str(path),
         "seconds": round(time.time() - start, 1),
+        # wall seconds per phase: data, pipeline (loading or training), fvd_setup (the I3D check or its
+        # conversion), evaluation (without the grids) and grids (writing the gif and mp4 grids)
+        "timings": clock.timings(),
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    index = write_index(out_dir, report, bar)
+    index = write_index(out_dir, report, bar, pipe.tasks)
     print(report.table())
     failed = [t for t, v in bar.items() if not all(v.values())]
     say(f"quality bar: {'all conditional tasks pass' if not failed else 'not met for ' + ', '.join(failed)}")
-    say(f"done in {time.time() - start:.0f} s: open {index}")
+    say(f"page: {time.perf_counter() - page_start:.1f} s; done in {time.time() - start:.0f} s: open {index}")
     return str(index)
 
 
-def write_index(out_dir: Path, report: Any, bar: dict[str, dict[str, bool]]) -> Path:
-    rows = []
-    for name, s in report.tasks.items():
-        ok = bar.get(name)
-        verdict = "n/a" if ok is None else ("pass" if all(ok.values()) else "fail")
-        cells = [name, s.psnr_generated, s.psnr_trivial, s.psnr_condition, s.psnr_tokenizer_condition,
-                 s.psnr_trivial_condition, s.ssim, s.fvd, verdict]
-        rows.append("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>")
-    grids = "".join(
-        f'<figure><img src="grids/{n}.gif" alt="{n}"><figcaption>{html.escape(n)}</figcaption></figure>'
-        for n in report.tasks
-    )
-    page = f"""<!doctype html><meta charset="utf-8"><title>magvit demo</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;text-align:right}}
-figure{{display:inline-block;margin:8px}}img{{image-rendering:pixelated}}</style>
-<h1>MAGVIT demo: one tiny model, ten tasks</h1>
-<p>Held-out synthetic clips. Each grid: condition | generation | ground truth (4 clips).
-Tokenizer reconstruction PSNR: {report.tokenizer_psnr:.2f} dB. PSNR in dB; generated/baseline inside the
-generated region, condition inside the condition region (next to the tokenizer's own PSNR there). FVD: {html.escape(json.dumps(report.fvd))}</p>
-<table><tr><th>task</th><th>PSNR gen</th><th>PSNR trivial</th><th>PSNR cond</th><th>PSNR tokenizer (cond)</th>
-<th>PSNR trivial (cond)</th><th>SSIM</th><th>FVD</th>
-<th>quality bar</th></tr>{''.join(rows)}</table>
-{grids}
-"""
-    path = out_dir / "index.html"
-    path.write_text(page)
-    return path
+def write_index(out_dir: Path, report: Any, bar: dict[str, dict[str, bool]], tasks: Any = None) -> Path:
+    """The demo's ``index.html`` (:func:`magvit.report.write_report`); ``tasks``: the pipeline's tasks by name."""
+    from magvit.report import write_report
 
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.2f}" if isinstance(v, float) else html.escape(str(v))
+    return write_report(out_dir, report, bar, tasks, heading="MAGVIT demo: one tiny model, ten tasks")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Conventions (the same throughout magvit): videos are float ``[B, C, T, H, W]`` i
 
 from __future__ import annotations
 
+import inspect
 from typing import Protocol, get_type_hints, runtime_checkable
 
 import attrs
@@ -55,6 +56,14 @@ class Task(Protocol):
         needs_video: False only for tasks with no visual condition (class-conditional generation).
         deterministic: True when :meth:`condition` is a deterministic function of the video. Token caches
             (pre-tokenised shards) only hold deterministic tasks; random ones are tokenised on the fly.
+
+    Optional attributes, read with :func:`task_title` and :func:`task_description` (a task without them
+    is still a Task; they are not annotated here, so ``isinstance`` and :func:`task_problem` do not
+    require them):
+
+        title: the task's name for people, e.g. ``"frame prediction"`` (default: ``name``).
+        description: one line saying what is given and what is generated, e.g. ``"the first frame is
+            given, the rest is generated"`` (default: the first line of the class docstring).
     """
 
     name: str
@@ -86,6 +95,22 @@ def task_problem(task: object) -> str | None:
     if not callable(task.condition):
         return f"a Task's condition must be a method, got {task.condition!r}"
     return None
+
+
+def task_title(task: object) -> str:
+    """The task's optional ``title`` (see :class:`Task`), else its ``name``."""
+    title = getattr(task, "title", None)
+    return title if isinstance(title, str) and title.strip() else str(task.name)
+
+
+def task_description(task: object) -> str:
+    """The task's optional one-line ``description`` (see :class:`Task`), else the first line of its class
+    docstring, else ``""``."""
+    description = getattr(task, "description", None)
+    if isinstance(description, str) and description.strip():
+        return " ".join(description.split())
+    lines = (inspect.getdoc(type(task)) or "").splitlines()  # getdoc drops the leading blank lines
+    return lines[0].strip() if lines else ""
 
 
 @runtime_checkable

@@ -11,6 +11,8 @@ def test_demo_trains_evaluates_and_writes_the_page(tmp_path):
                                       "--trainer.tensorboard", "false", "--data.batch_size", "2"],
                      train_clips=24)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(metrics["timings"]) == ["data", "pipeline", "evaluation", "grids"]  # no fvd_setup without FVD
+    assert 0 < sum(metrics["timings"].values()) <= metrics["seconds"]
     assert set(metrics["tasks"]) == {"fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cg", "cfp"}
     for name, scores in metrics["tasks"].items():
         assert {"psnr_generated", "psnr_trivial", "psnr_condition", "ssim", "fvd"} <= set(scores)
@@ -31,23 +33,25 @@ def test_the_shipped_pipeline_is_what_the_tiny_configs_train():
     import yaml
 
     from magvit import registry
-    from magvit.demo import ROOT, SHIPPED, TEN_TASKS
+    from magvit.configs import config_dir
+    from magvit.demo import SHIPPED, TEN_TASKS
     from magvit.train import checkpoint
 
     cfg = checkpoint.load(SHIPPED, "cpu")["model_config"]
-    tok_args = yaml.safe_load((ROOT / "configs/tiny/tokenizer.yaml").read_text())["model"]["init_args"]
+    tok_args = yaml.safe_load((config_dir() / "tiny/tokenizer.yaml").read_text())["model"]["init_args"]
     built = registry.get_tokenizer(tok_args["tokenizer"], preset=tok_args["preset"], resolution=tok_args["resolution"],
                                    **tok_args.get("tokenizer_options", {}))
     assert cfg["tokenizer"] == {"name": tok_args["tokenizer"], "config": dict(built.config)}
-    tr_args = yaml.safe_load((ROOT / "configs/tiny/transformer.yaml").read_text())["model"]["init_args"]
+    tr_args = yaml.safe_load((config_dir() / "tiny/transformer.yaml").read_text())["model"]["init_args"]
     assert {k: cfg["transformer"][k] for k in tr_args["transformer_options"]} == tr_args["transformer_options"]
     assert [t["name"] for t in cfg["tasks"]] == tr_args["tasks"] == TEN_TASKS
 
 
 def test_the_demo_tokenises_at_the_transformer_batch_size():
-    from magvit.demo import ROOT, _batch_size
+    from magvit.configs import config_dir
+    from magvit.demo import _batch_size
 
-    config = ROOT / "configs" / "tiny" / "transformer.yaml"
+    config = config_dir() / "tiny" / "transformer.yaml"
     assert _batch_size(config, []) == 16
     assert _batch_size(config, ["--trainer.max_steps", "2", "--data.batch_size", "4", "--resume", "true"]) == 4
     assert _batch_size(config, ["--data.batch_size=8", "--data.batch_size", "3"]) == 3

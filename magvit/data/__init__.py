@@ -6,7 +6,8 @@ Conventions (the same throughout magvit): uint8 ``[T, H, W, 3]`` frames at the I
 
 * :func:`read_video` / :func:`write_video` -- PyAV video files (:mod:`.video_io`)
 * :func:`write_shards` -- a folder of videos -> shards + meta.json (:mod:`.ingest`)
-* :func:`write_synthetic` / :func:`synthetic_clips` -- the built-in labelled moving-shapes data (:mod:`.synthetic`)
+* :func:`write_synthetic` / :func:`synthetic_clips` -- the built-in labelled moving-shapes data (:mod:`.synthetic`);
+  :func:`write_synthetic_videos` writes them as a folder of video files
 * :func:`make_loader` / :func:`make_eval_loader` -> :class:`VideoBatch` batches (:mod:`.reader`)
 * :func:`inspect_shards` / :func:`write_sample_grid` (:mod:`.inspect`), :func:`save_clip_grid` (:mod:`.grid`)
 """
@@ -16,7 +17,7 @@ from magvit.data.ingest import IngestReport, find_videos, write_shards
 from magvit.data.inspect import ShardReport, inspect_shards, write_sample_grid
 from magvit.data.reader import ReadReport, SkippedSample, VideoBatch, VideoLoader, make_eval_loader, make_loader
 from magvit.data.shard_format import DatasetMeta, SkippedFile, read_meta
-from magvit.data.synthetic import SyntheticReport, SyntheticSpec, synthetic_clips, write_synthetic
+from magvit.data.synthetic import SyntheticReport, SyntheticSpec, synthetic_clips, write_synthetic, write_synthetic_videos
 from magvit.data.video_io import VideoReadError, frames_to_video, read_video, video_to_frames, write_video
 
 __all__ = [
@@ -45,5 +46,6 @@ __all__ = [
     "write_sample_grid",
     "write_shards",
     "write_synthetic",
+    "write_synthetic_videos",
     "write_video",
 ]

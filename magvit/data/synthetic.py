@@ -47,7 +47,7 @@ from magvit.data.shard_format import (
     write_meta,
 )
 from magvit.data.shards import ShardSink, prepare_output_dir
-from magvit.errors import InputError
+from magvit.errors import InputError, MagvitError
 
 __all__ = [
     "DISTRACTOR_SHAPES",
@@ -57,11 +57,13 @@ __all__ = [
     "SplitReport",
     "SyntheticReport",
     "SyntheticSpec",
+    "VideoFolderReport",
     "render",
     "sample_scenes",
     "synthetic_clips",
     "trajectory",
     "write_synthetic",
+    "write_synthetic_videos",
 ]
 
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "diamond", "cross", "ring")
@@ -360,3 +362,70 @@ def write_synthetic(
         _write_split(dirs["val"], spec, "val", num_val_clips, seed, shard_size),
     )
     return SyntheticReport(str(root), reports, spec.class_names(), (frames, size, size, 3), seed)
+
+
+@attrs.frozen
+class VideoFolderReport:
+    """The outcome of :func:`write_synthetic_videos`."""
+
+    out: str
+    num_clips: int
+    class_names: tuple[str, ...]
+    suffix: str
+
+    def __str__(self) -> str:
+        return (f"{self.num_clips} synthetic clips as {self.suffix} files in {self.out}, one sub-folder per class "
+                f"({', '.join(self.class_names)}): `magvit data shards --src {self.out}` ingests them")
+
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".gif")
+
+
+def write_synthetic_videos(
+    out: str | os.PathLike[str],
+    *,
+    num_clips: int = 64,
+    frames: int = 16,
+    size: int = 32,
+    num_classes: int = 8,
+    distractors: int = 1,
+    seed: int = 0,
+    suffix: str = ".mp4",
+    overwrite: bool = False,
+) -> VideoFolderReport:
+    """Write synthetic clips as video files, ``out/<class name>/<index>.mp4``: the layout of a folder of
+    one's own videos that :func:`magvit.data.write_shards` ingests (class = sub-folder name).
+
+    The clips are those of the training split of :func:`write_synthetic` with the same arguments; H.264
+    is lossy, so frames read back differ slightly from the shards' uint8 clips.
+
+    Raises:
+        MagvitError: ``out`` already holds files and ``overwrite`` is False.
+        InputError: a non-positive count or an unknown suffix.
+    """
+    from magvit.data.paths import local_path
+    from magvit.data.video_io import write_video
+
+    if num_clips < 1:
+        raise InputError(f"num_clips must be >= 1, got {num_clips}")
+    if suffix not in VIDEO_SUFFIXES:
+        raise InputError(f"suffix must be one of {', '.join(VIDEO_SUFFIXES)}, got {suffix!r}")
+    root = local_path(out, "output folder", use="writes videos to")
+    if root.exists() and not root.is_dir():
+        raise MagvitError(f"output {root} exists and is not a folder; choose a folder path")
+    spec = SyntheticSpec(frames=frames, size=size, num_classes=num_classes, distractors=distractors)
+    names = spec.class_names()
+    if root.exists() and any(root.iterdir()):
+        if not overwrite:
+            raise MagvitError(f"{root} is not empty; choose an empty folder or pass --overwrite to replace the "
+                              "synthetic videos in it")
+        for name in names:  # only files this function writes
+            for old in (root / name).glob("[0-9][0-9][0-9][0-9][0-9].*"):
+                old.unlink()
+    clips, labels = synthetic_clips(num_clips, frames=frames, size=size, num_classes=num_classes,
+                                    distractors=distractors, seed=seed, split="train")
+    for i, (clip, label) in enumerate(zip(clips, labels.tolist(), strict=True)):
+        folder = root / names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        write_video(folder / f"{i:05d}{suffix}", clip)
+    return VideoFolderReport(str(root), num_clips, names, suffix)

@@ -23,7 +23,9 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Sequence
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +144,170 @@ class _TaskMetrics:
         self.count = 0
 
 
+def format_duration(seconds: float) -> str:
+    """``"40 s"``, ``"14 min"`` or ``"2 h 05 min"``: the precision an estimate has."""
+    if seconds < 59.5:
+        return f"{max(1, round(seconds))} s"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{minutes} min" if hours == 0 else f"{hours} h {minutes:02d} min"
+
+
+@attrs.frozen
+class Estimate:
+    """How long the rest of an evaluation takes, extrapolated in clips from the work timed so far.
+
+    Every clip costs about the same: one reference pass (the tokenizer's reconstruction and, with FVD, the
+    extractor's features of the real clip) and one pass per task (generation with a fixed number of steps,
+    the trivial answer, the extractor's features of the generation). So the time per clip measured on the
+    first clips, times the clips left, is the estimate.
+    """
+
+    remaining_seconds: float | None  # None when the number of clips is not known in advance
+    seconds_per_clip: float  # the reference pass and every task, for one clip
+    fvd_share: float  # fraction of that time spent in the FVD feature extractor
+    num_tasks: int
+    num_clips: int | None
+    measured_on: str  # what was timed, e.g. "the first batch of 8 clips"
+
+    @classmethod
+    def extrapolate(cls, *, batch_seconds: float, batch_fvd_seconds: float, batch_clips: int, spent_seconds: float,
+                    num_tasks: int, num_clips: int | None, measured_on: str) -> Estimate:
+        """The estimate from one batch's (measured or projected) time: ``num_clips`` at the batch's rate per
+        clip, less ``spent_seconds`` already done."""
+        per_clip = batch_seconds / batch_clips
+        remaining = None if num_clips is None else max(0.0, num_clips * per_clip - spent_seconds)
+        share = batch_fvd_seconds / batch_seconds if batch_seconds > 0 else 0.0
+        return cls(remaining, per_clip, share, num_tasks, num_clips, measured_on)
+
+    def message(self, hint: str | None = None) -> str:
+        """One line, e.g. ``evaluate: about 14 min left for 10 tasks x 256 clips, ...``; ``hint`` is appended
+        (the command's quicker options)."""
+        tasks = f"{self.num_tasks} task{'' if self.num_tasks == 1 else 's'}"
+        if self.remaining_seconds is None:
+            head = f"about {format_duration(self.seconds_per_clip)} per clip for {tasks}"
+        else:
+            head = f"about {format_duration(self.remaining_seconds)} left for {tasks} x {self.num_clips} clips"
+        fvd = f", {self.fvd_share:.0%} of it FVD's feature extraction" if self.fvd_share >= 0.005 else ""
+        text = f"evaluate: {head}{fvd} (measured on {self.measured_on})"
+        return f"{text}; {hint}" if hint else text
+
+
+#: Clips per task of the quicker look :func:`quick_look_hint` suggests.
+QUICK_LOOK_CLIPS = 32
+
+
+def quick_look_hint(estimate: Estimate, *, clips_flag: str, fvd_flag: str) -> str | None:
+    """The quicker options of a command with the whole run's time under each, from ``estimate``: fewer clips
+    (``clips_flag`` with :data:`QUICK_LOOK_CLIPS`) when there are more, no FVD (``fvd_flag``) when FVD is on.
+    None when neither applies."""
+    options = []
+    if estimate.num_clips is None or estimate.num_clips > QUICK_LOOK_CLIPS:
+        options.append(f"{clips_flag} {QUICK_LOOK_CLIPS} (about "
+                       f"{format_duration(QUICK_LOOK_CLIPS * estimate.seconds_per_clip)})")
+    if estimate.fvd_share > 0:
+        without = estimate.seconds_per_clip * (1 - estimate.fvd_share)
+        options.append(f"{fvd_flag} (about {format_duration(without)} per clip)" if estimate.num_clips is None
+                       else f"{fvd_flag} (about {format_duration(without * estimate.num_clips)})")
+    return f"for a quicker look: {' or '.join(options)}" if options else None
+
+
+def print_progress_line(text: str) -> None:
+    """``text`` on stderr, above a running tqdm bar rather than through it."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stderr)
+
+
+def _clip_count(batches: Iterable[Any], max_clips: int | None) -> int | None:
+    """The clips an evaluation will see, when known before reading them: a list of batches, or a loader whose
+    ``source.num_clips`` is known (a dataset folder's meta.json); at most ``max_clips``."""
+    if isinstance(batches, Sequence):
+        known: int | None = sum(int(b.video.shape[0]) for b in batches)
+    else:
+        known = getattr(getattr(batches, "source", None), "num_clips", None)
+    if known is None:
+        return max_clips
+    return known if max_clips is None else min(known, max_clips)
+
+
+class _Progress:
+    """The evaluation's tqdm bar on stderr and its lines above it; nothing at all when disabled.
+
+    The bar counts clip-tasks: each clip once for the reference pass and once per task, so it moves after
+    every task of every batch, and its total is ``clips x (tasks + 1)``.
+    """
+
+    def __init__(self, enabled: bool, total: int | None) -> None:
+        self.enabled = enabled
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="evaluate", unit="clip-task", dynamic_ncols=True, file=sys.stderr)
+
+    def phase(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+
+    def advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def line(self, text: str) -> None:
+        if self.enabled:
+            print_progress_line(text)
+
+    def close(self, finished: bool = True) -> None:
+        """End the bar; when ``finished``, at its total (the data may hold fewer clips than expected)."""
+        if self.bar is None:
+            return
+        if finished:
+            if self.bar.total is not None and self.bar.n < self.bar.total:
+                self.bar.total = self.bar.n
+            self.bar.set_postfix_str("done", refresh=False)
+        self.bar.close()
+        self.bar = None
+
+
+def _score(m: _TaskMetrics, tokenizer: Any, video: Tensor, recon: Tensor, cond: Any, gen: Tensor,
+           real_feats: Tensor | None, features: Callable[[Tensor], tuple[Tensor, float]]) -> float:
+    """Add one task's batch to its metrics; returns the seconds spent in the FVD extractor.
+
+    ``cond`` is the task's condition (None without a visual condition, as cg): the trivial answer is then an
+    empty clip and the condition region is empty.
+    """
+    if cond is not None:
+        region = cond.mask
+        trivial = tokenizer.decode(tokenizer.encode(cond.video)).clamp(0, 1)
+    else:
+        region = torch.zeros_like(video[:, :1], dtype=torch.bool)
+        trivial = torch.zeros_like(video)  # nothing to decode: the trivial answer is an empty clip
+    m.generated.update(gen, video, ~region)
+    m.trivial.update(trivial, video, ~region)
+    if region.any():
+        m.condition.update(gen, video, region)
+        m.tokenizer_condition.update(recon, video, region)
+        m.trivial_condition.update(trivial, video, region)
+    m.psnr.update(gen, video)
+    m.ssim.update(gen, video)
+    m.count += video.shape[0]
+    if m.fvd is None:
+        return 0.0
+    m.fvd.update_features(real_feats, True, video.shape[2])
+    fake_feats, seconds = features(gen)
+    m.fvd.update_features(fake_feats, False, gen.shape[2])
+    return seconds
+
+
+def _plan(num_tasks: int, num_clips: int | None, batch_clips: int, extractor: str | None) -> str:
+    """What the evaluation will do (``extractor``: the FVD feature extractor's name, None without FVD)."""
+    clips = "every clip" if num_clips is None else f"{num_clips} clips"
+    features = f"with FVD ({extractor} features of every real and generated clip)" if extractor else "without FVD"
+    return (f"evaluate: {num_tasks} task{'' if num_tasks == 1 else 's'} x {clips} in batches of {batch_clips}, "
+            f"{features}; the bar counts each clip once per task and once for the reference pass "
+            f"(tokenizer{', ' + extractor if extractor else ''}); an estimate follows the first task")
+
+
 @torch.no_grad()
 def evaluate_tasks(
     pipeline: Any,
@@ -153,8 +319,9 @@ def evaluate_tasks(
     steps: int = 12,
     seed: int = 0,
     max_clips: int | None = None,
-    progress: bool = True,
+    progress: bool = False,
     on_batch: Any = None,
+    on_estimate: Callable[[Estimate], None] | None = None,
 ) -> EvalReport:
     """Evaluate ``pipeline`` on every task over ``batches`` of held-out clips.
 
@@ -166,69 +333,109 @@ def evaluate_tasks(
             ``num_features`` attribute gives the feature size, default 400), or None to skip FVD.
         paste_condition: paste the condition pixels back before scoring (off in the paper).
         max_clips: stop after this many clips.
+        progress: on stderr, what will be done, a tqdm bar over clip-tasks (the phase in progress beside it)
+            and the estimate of :class:`Estimate`.
         on_batch: called as ``on_batch(task_name, condition_video, generated, real)`` for the first batch
-            (the demo uses it to write grids).
+            (the demo uses it to write grids; its time is left out of the estimate).
+        on_estimate: called with an :class:`Estimate` after the first task of the first batch and again after
+            the first batch, when work is left (instead of the line ``progress`` prints).
     """
     names = [t if isinstance(t, str) else t.name for t in (tasks or list(pipeline.tasks))]
     task_objs = [pipeline.task(n) for n in names]
-    shared = None
-    if fvd_extractor is not None:
-        shared = (FrechetVideoDistance() if fvd_extractor == "i3d"
-                  else FrechetVideoDistance(fvd_extractor, num_features=getattr(fvd_extractor, "num_features", 400)))
-    metrics = {n: _TaskMetrics(None if shared is None else _fvd_like(shared)) for n in names}
-    tok_psnr = VideoPSNR()
-    device = pipeline.device
-    seen = 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    num_clips = _clip_count(batches, max_clips)
+    show = _Progress(progress, None if num_clips is None else num_clips * (len(names) + 1))
 
-        bar = tqdm(total=max_clips, desc="evaluate", unit="clip", dynamic_ncols=True)
-    first = True
-    for batch in batches:
-        video = batch.video.to(device)
-        if max_clips is not None:
-            video = video[: max_clips - seen]
-        labels = batch.label[: video.shape[0]]
-        if video.shape[0] == 0:
-            break
-        recon = pipeline.tokenizer.decode(pipeline.tokenizer.encode(video)).clamp(0, 1)
-        tok_psnr.update(recon, video)
-        real_feats = shared.features(video) if shared is not None else None
-        for name, task in zip(names, task_objs):
-            m = metrics[name]
-            g = torch.Generator().manual_seed(seed + seen)
-            gen = pipeline.generate(task, video if task.needs_video else None, labels if task.uses_class else None,
-                                    steps=steps, generator=g, paste_condition=paste_condition)
-            if task.needs_video:
-                cond = task.condition(video)
-                region = cond.mask
-                trivial = pipeline.tokenizer.decode(pipeline.tokenizer.encode(cond.video)).clamp(0, 1)
-            else:
-                cond, region = None, torch.zeros_like(video[:, :1], dtype=torch.bool)
-                trivial = torch.zeros_like(video)  # nothing to decode: the trivial answer is an empty clip
-            m.generated.update(gen, video, ~region)
-            m.trivial.update(trivial, video, ~region)
-            if region.any():
-                m.condition.update(gen, video, region)
-                m.tokenizer_condition.update(recon, video, region)
-                m.trivial_condition.update(trivial, video, region)
-            m.psnr.update(gen, video)
-            m.ssim.update(gen, video)
-            if m.fvd is not None:
-                m.fvd.update_features(real_feats, True, video.shape[2])
-                m.fvd.update_features(shared.features(gen), False, gen.shape[2])
-            m.count += video.shape[0]
-            if first and on_batch is not None:
-                on_batch(name, cond.video if cond is not None else torch.zeros_like(video), gen, video)
-        first = False
-        seen += video.shape[0]
-        if bar is not None:
-            bar.update(video.shape[0])
-        if max_clips is not None and seen >= max_clips:
-            break
-    if bar is not None:
-        bar.close()
+    def estimate(**kw: Any) -> None:
+        est = Estimate.extrapolate(num_tasks=len(names), num_clips=num_clips, **kw)
+        if on_estimate is not None:
+            on_estimate(est)
+        else:
+            show.line(est.message())
+
+    try:
+        shared = None
+        if fvd_extractor is not None:
+            show.phase("loading the FVD feature extractor")
+            shared = (FrechetVideoDistance() if fvd_extractor == "i3d"
+                      else FrechetVideoDistance(fvd_extractor,
+                                                num_features=getattr(fvd_extractor, "num_features", 400)))
+
+        def features(video: Tensor) -> tuple[Tensor, float]:
+            start = time.perf_counter()
+            return shared.features(video), time.perf_counter() - start
+
+        extractor_name = None if shared is None else type(shared.extractor).__name__
+        metrics = {n: _TaskMetrics(None if shared is None else _fvd_like(shared)) for n in names}
+        tok_psnr = VideoPSNR()
+        device = pipeline.device
+        show.phase("reading the first batch")
+        started = time.perf_counter()
+        batch_start = started
+        seen = index = 0
+        num_batches: int | None = None
+        for batch in batches:
+            video = batch.video.to(device)
+            if max_clips is not None:
+                video = video[: max_clips - seen]
+            labels = batch.label[: video.shape[0]]
+            b = video.shape[0]
+            if b == 0:
+                break
+            first = index == 0
+            index += 1
+            if first:
+                num_batches = None if num_clips is None else math.ceil(num_clips / b)
+                show.line(_plan(len(names), num_clips, b, extractor_name))
+            where = f"batch {index}" + ("" if num_batches is None else f"/{num_batches}")
+            show.phase(f"{where}: reference (tokenizer{', ' + extractor_name if extractor_name else ''})")
+            recon = pipeline.tokenizer.decode(pipeline.tokenizer.encode(video)).clamp(0, 1)
+            tok_psnr.update(recon, video)
+            real_feats, fvd_seconds = features(video) if shared is not None else (None, 0.0)
+            reference_seconds, reference_fvd = time.perf_counter() - batch_start, fvd_seconds
+            show.advance(b)
+            aside = 0.0  # time in on_batch (the demo writes its grids there): not evaluation work
+            for i, (name, task) in enumerate(zip(names, task_objs)):
+                show.phase(f"{where}: {name}")
+                task_start = time.perf_counter()
+                g = torch.Generator().manual_seed(seed + seen)
+                gen = pipeline.generate(task, video if task.needs_video else None,
+                                        labels if task.uses_class else None,
+                                        steps=steps, generator=g, paste_condition=paste_condition)
+                cond = task.condition(video) if task.needs_video else None
+                task_fvd = _score(metrics[name], pipeline.tokenizer, video, recon, cond, gen, real_feats, features)
+                fvd_seconds += task_fvd
+                task_seconds = time.perf_counter() - task_start
+                show.advance(b)
+                if first and on_batch is not None:
+                    t = time.perf_counter()
+                    on_batch(name, cond.video if cond is not None else torch.zeros_like(video), gen, video)
+                    aside += time.perf_counter() - t
+                if first and i == 0 and len(names) > 1:
+                    # the other tasks of the batch cost about what the first one did; the first includes the
+                    # start-up (first calls of the tokenizer, transformer and extractor), so this one errs high
+                    refined = "; refined after the first batch" if num_clips is None or num_clips > b else ""
+                    estimate(batch_seconds=reference_seconds + len(names) * task_seconds,
+                             batch_fvd_seconds=reference_fvd + len(names) * task_fvd, batch_clips=b,
+                             spent_seconds=reference_seconds + task_seconds,
+                             measured_on=f"the first task of the first batch of {b} clips, start-up included"
+                                         f"{refined}")
+            seen += b
+            done = (max_clips is not None and seen >= max_clips) or (num_clips is not None and seen >= num_clips)
+            if first and not done:
+                spent = time.perf_counter() - batch_start - aside
+                estimate(batch_seconds=spent, batch_fvd_seconds=fvd_seconds, batch_clips=b, spent_seconds=spent,
+                         measured_on=f"the first batch of {b} clips")
+            if max_clips is not None and seen >= max_clips:
+                break
+            batch_start = time.perf_counter()
+            if num_batches is None or index < num_batches:
+                show.phase(f"reading batch {index + 1}")
+        show.close()
+        if index:
+            show.line(f"evaluate: {len(names)} task{'' if len(names) == 1 else 's'} x {seen} clips done in "
+                      f"{format_duration(time.perf_counter() - started)}")
+    finally:
+        show.close(finished=False)  # an error: the bar ends where it stopped
     scores = {}
     for name, m in metrics.items():
         fvd = None
@@ -254,7 +461,12 @@ def _fvd_like(shared: FrechetVideoDistance) -> FrechetVideoDistance:
                                 preprocessing=shared.preprocessing, weights_sha256=shared.weights_sha256)
 
 
-def quality_bar(report: EvalReport, margin_db: float = 1.0) -> dict[str, dict[str, bool]]:
+#: How far below the tokenizer's own PSNR in the condition region a generation may be and still pass
+#: :func:`quality_bar`.
+QUALITY_BAR_MARGIN_DB = 1.0
+
+
+def quality_bar(report: EvalReport, margin_db: float = QUALITY_BAR_MARGIN_DB) -> dict[str, dict[str, bool]]:
     """The demo's quality bar: per conditional task, generated beats the trivial answer inside the
     generated region, and the condition region is within ``margin_db`` of the tokenizer's own PSNR in that
     region."""

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from magvit.protocols import Condition
 from magvit.tasks.base import check_video
-from magvit.tasks.prediction import FramePrediction
+from magvit.tasks.prediction import FramePrediction, first_frames
 
 
 @attrs.frozen
@@ -21,6 +21,8 @@ class ClassGeneration:
 
     prompt: str = "cg"
     name = "cg"
+    title = "class-conditional generation"
+    description = "only the class label is given, the whole clip is generated"
     uses_class = True
     needs_video = False
     deterministic = True
@@ -40,4 +42,10 @@ class ClassFramePrediction(FramePrediction):
 
     prompt: str = "cfp"
     name = "cfp"
+    title = "class-conditional frame prediction"
     uses_class = True
+
+    @property
+    def description(self) -> str:
+        """One line for people (the optional ``Task.description``)."""
+        return f"{first_frames(self.cond_frames)} and the class label are given, the rest is generated"

@@ -22,6 +22,8 @@ class CentralInpainting:
 
     prompt: str = "ipc"
     name = "ipc"
+    title = "central inpainting"
+    description = "all but the central box (half the height and width) is given, the box is generated"
     uses_class = False
     needs_video = True
     deterministic = True
@@ -45,6 +47,8 @@ class DynamicInpainting:
 
     prompt: str = "ipd"
     name = "ipd"
+    title = "dynamic inpainting"
+    description = "all but a box (half the height and width) sliding left to right is given, the box is generated"
     uses_class = False
     needs_video = True
     deterministic = True

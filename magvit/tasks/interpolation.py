@@ -38,9 +38,16 @@ class FrameInterpolation:
     prompt: str = "fi"
 
     name = "fi"
+    title = "frame interpolation"
     uses_class = False
     needs_video = True
     deterministic = True
+
+    @property
+    def description(self) -> str:
+        """One line for people (the optional ``Task.description``)."""
+        ends = "frame" if self.cond_frames == 1 else f"{self.cond_frames} frames"
+        return f"the first and last {ends} are given, the frames between are generated"
 
     def condition(self, video: Tensor, generator: torch.Generator | None = None) -> Condition:
         k = self.cond_frames

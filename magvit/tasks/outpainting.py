@@ -57,6 +57,8 @@ class CentralOutpainting(_StaticOutpainting):
 
     prompt: str = "opc"
     name = "opc"
+    title = "central outpainting"
+    description = "the central box (half the height and width) is given, the border around it is generated"
 
     def spans(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
         return central_span(height), central_span(width)
@@ -68,6 +70,8 @@ class HorizontalOutpainting(_StaticOutpainting):
 
     prompt: str = "oph"
     name = "oph"
+    title = "horizontal outpainting"
+    description = "the middle half of the rows is given, the top and bottom quarters are generated"
 
     def spans(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
         return central_span(height), (0, width)
@@ -79,6 +83,8 @@ class VerticalOutpainting(_StaticOutpainting):
 
     prompt: str = "opv"
     name = "opv"
+    title = "vertical outpainting"
+    description = "the middle half of the columns is given, the left and right quarters are generated"
 
     def spans(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
         return (0, height), central_span(width)
@@ -90,6 +96,8 @@ class DynamicOutpainting:
 
     prompt: str = "opd"
     name = "opd"
+    title = "dynamic outpainting"
+    description = "a half-width vertical band sliding left to right is given, the rest is generated"
     uses_class = False
     needs_video = True
     deterministic = True

@@ -19,6 +19,11 @@ def _positive(instance: object, attribute: attrs.Attribute, value: int) -> None:
         raise ValueError(f"{attribute.name} must be >= 1, got {value}")
 
 
+def first_frames(k: int) -> str:
+    """``"the first frame"`` or ``"the first k frames"``, for the task descriptions."""
+    return "the first frame" if k == 1 else f"the first {k} frames"
+
+
 @attrs.frozen
 class FramePrediction:
     """Keep frames ``[0, cond_frames)``; frames after repeat frame ``cond_frames - 1``.
@@ -35,9 +40,16 @@ class FramePrediction:
     prompt: str = "fp"
 
     name = "fp"
+    title = "frame prediction"
     uses_class = False
     needs_video = True
     deterministic = True
+
+    @property
+    def description(self) -> str:
+        """One line for people (the optional ``Task.description``)."""
+        verb = "is" if self.cond_frames == 1 else "are"
+        return f"{first_frames(self.cond_frames)} {verb} given, the rest is generated"
 
     def condition(self, video: Tensor, generator: torch.Generator | None = None) -> Condition:
         k = self.cond_frames

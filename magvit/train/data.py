@@ -12,37 +12,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from magvit.data import make_loader, read_meta
 from magvit.data.shard_format import META_NAME
 from magvit.train.distributed import DistInfo
-from magvit.train.settings import at_least
-
-
-@attrs.frozen
-class DataConfig:
-    """Where the training clips come from.
-
-    Attributes:
-        train: a shard folder (with ``meta.json``, as written by ``magvit data shards/synthetic``), a shard
-            brace pattern, or a list of shard paths. Not read when the stage trains from token shards.
-        batch_size: clips per micro-batch per process.
-        num_workers: reader processes per training process (0 reads in the training process).
-        shuffle_buffer: samples held for shuffling.
-        resampled: draw shards with replacement (an endless stream cut into ``batches_per_epoch`` blocks);
-            ``None`` means on under torchrun, where every rank must see the same number of batches.
-        batches_per_epoch: batches per epoch in resampled mode (default 1000).
-        seed: seed of the data order.
-    """
-
-    train: str = "data/synthetic/train"
-    batch_size: int = attrs.field(default=8, validator=at_least(1))
-    num_workers: int = attrs.field(default=0, validator=at_least(0))
-    shuffle_buffer: int = attrs.field(default=1000, validator=at_least(1))
-    resampled: bool | None = None
-    batches_per_epoch: int | None = attrs.field(default=None, validator=attrs.validators.optional(at_least(1)))
-    seed: int = 0
+from magvit.train.settings import DataConfig
 
 
 def _loader_options(cfg: DataConfig, info: DistInfo) -> dict[str, Any]:

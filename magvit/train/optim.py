@@ -13,23 +13,10 @@ from __future__ import annotations
 
 import math
 
-import attrs
 import torch
 from torch import nn
 
-from magvit.train.settings import at_least, non_negative_finite, positive_finite, unit_interval_pair
-
-
-@attrs.frozen
-class OptimConfig:
-    """One optimiser. Defaults are the transformer's (``maskgvt_ucf101_config.py``); the tokenizer uses
-    ``betas=(0.0, 0.99), weight_decay=0.0`` (``vqgan2d_ucf101_config.py``)."""
-
-    lr: float = attrs.field(default=1e-4, validator=positive_finite)
-    betas: tuple[float, float] = attrs.field(default=(0.9, 0.96), validator=unit_interval_pair)
-    weight_decay: float = attrs.field(default=0.045, validator=non_negative_finite)
-    warmup_steps: int = attrs.field(default=5000, validator=at_least(0))
-    grad_clip: float = attrs.field(default=1.0, validator=non_negative_finite)  # 0: no clipping
+from magvit.train.settings import OptimConfig
 
 
 def is_decayed(name: str, param: nn.Parameter, module_types: dict[str, type]) -> bool:

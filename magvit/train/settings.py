@@ -1,7 +1,11 @@
-"""Range checks of the training settings, as ``attrs`` validators.
+"""The settings records of ``magvit fit`` and their range checks, as ``attrs`` validators.
 
 A setting out of range fails when its record is built -- from the command line or from Python -- with a
 :class:`SettingError` naming the setting, the rule and the value, before anything runs or is written.
+
+This module imports no torch: ``magvit fit --help`` builds its parser from these records alone. The records
+are also importable from the modules that use them (``magvit.train.trainer.TrainerConfig``,
+``magvit.train.data.DataConfig``, ``magvit.train.optim.OptimConfig``).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import math
 from collections.abc import Callable
 from numbers import Real
 from typing import Any
+
+import attrs
 
 from magvit.errors import InputError
 
@@ -75,3 +81,71 @@ def in_unit_interval(owner: type, name: str, value: Any) -> None:
     """A decay in ``[0, 1)`` (an EMA decay), checked in a plain constructor."""
     if not (_number(value) and 0 <= value < 1):
         raise SettingError(owner, name, "must be in [0, 1)", value)
+
+
+# -- the records -----------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TrainerConfig:
+    """Loop settings (optimiser settings live in each stage's :class:`PhaseSpec`).
+
+    Attributes:
+        max_steps: optimiser steps in the whole run (the cosine schedule decays to 0 at this step).
+        grad_accum: micro-batches per optimiser step.
+        log_every / ckpt_every / sample_every: intervals in steps (0 disables samples).
+        out_dir: run folder: ``last.pt``, ``metrics.csv``, ``tb/``, ``samples/``.
+        seed: seeds data order, masking and dropout (per rank offset for dropout and masking).
+        progress: show a progress bar (rank 0 only).
+        tensorboard: write TensorBoard logs when the package is installed.
+        max_nonfinite_steps: stop after this many steps in a row with a non-finite loss or gradient (each
+            is skipped); the last good checkpoint is kept.
+    """
+
+    max_steps: int = attrs.field(default=1000, validator=at_least(1))
+    grad_accum: int = attrs.field(default=1, validator=at_least(1))
+    log_every: int = attrs.field(default=10, validator=at_least(1))
+    ckpt_every: int = attrs.field(default=500, validator=at_least(1))
+    sample_every: int = attrs.field(default=0, validator=at_least(0))
+    out_dir: str = "outputs/run"
+    seed: int = 0
+    progress: bool = True
+    tensorboard: bool = True
+    max_nonfinite_steps: int = attrs.field(default=10, validator=at_least(1))
+
+
+@attrs.frozen
+class DataConfig:
+    """Where the training clips come from.
+
+    Attributes:
+        train: a shard folder (with ``meta.json``, as written by ``magvit data shards/synthetic``), a shard
+            brace pattern, or a list of shard paths. Not read when the stage trains from token shards.
+        batch_size: clips per micro-batch per process.
+        num_workers: reader processes per training process (0 reads in the training process).
+        shuffle_buffer: samples held for shuffling.
+        resampled: draw shards with replacement (an endless stream cut into ``batches_per_epoch`` blocks);
+            ``None`` means on under torchrun, where every rank must see the same number of batches.
+        batches_per_epoch: batches per epoch in resampled mode (default 1000).
+        seed: seed of the data order.
+    """
+
+    train: str = "data/synthetic/train"
+    batch_size: int = attrs.field(default=8, validator=at_least(1))
+    num_workers: int = attrs.field(default=0, validator=at_least(0))
+    shuffle_buffer: int = attrs.field(default=1000, validator=at_least(1))
+    resampled: bool | None = None
+    batches_per_epoch: int | None = attrs.field(default=None, validator=attrs.validators.optional(at_least(1)))
+    seed: int = 0
+
+
+@attrs.frozen
+class OptimConfig:
+    """One optimiser. Defaults are the transformer's (``maskgvt_ucf101_config.py``); the tokenizer uses
+    ``betas=(0.0, 0.99), weight_decay=0.0`` (``vqgan2d_ucf101_config.py``)."""
+
+    lr: float = attrs.field(default=1e-4, validator=positive_finite)
+    betas: tuple[float, float] = attrs.field(default=(0.9, 0.96), validator=unit_interval_pair)
+    weight_decay: float = attrs.field(default=0.045, validator=non_negative_finite)
+    warmup_steps: int = attrs.field(default=5000, validator=at_least(0))
+    grad_clip: float = attrs.field(default=1.0, validator=non_negative_finite)  # 0: no clipping

@@ -9,14 +9,16 @@ accumulation, clipping, EMA, logging, checkpoints and resumption.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
-from torch import Tensor, nn  # noqa: F401
 
 from magvit.errors import MagvitError
-from magvit.train.optim import OptimConfig
+from magvit.train.settings import OptimConfig
+
+if TYPE_CHECKING:  # annotations only: `magvit fit --help` builds its parser from Stage without torch
+    import torch
+    from torch import Tensor, nn
 
 
 @attrs.frozen

@@ -46,36 +46,8 @@ from magvit.malloc import keep_freed_memory
 from magvit.train import checkpoint as ckpt
 from magvit.train.distributed import DistInfo, all_ranks_true, mean_across_ranks, pooled_means
 from magvit.train.optim import make_optimizer, make_scheduler
-from magvit.train.settings import at_least
+from magvit.train.settings import TrainerConfig
 from magvit.train.stage import PhaseSpec, Stage, StepContext
-
-
-@attrs.frozen
-class TrainerConfig:
-    """Loop settings (optimiser settings live in each stage's :class:`PhaseSpec`).
-
-    Attributes:
-        max_steps: optimiser steps in the whole run (the cosine schedule decays to 0 at this step).
-        grad_accum: micro-batches per optimiser step.
-        log_every / ckpt_every / sample_every: intervals in steps (0 disables samples).
-        out_dir: run folder: ``last.pt``, ``metrics.csv``, ``tb/``, ``samples/``.
-        seed: seeds data order, masking and dropout (per rank offset for dropout and masking).
-        progress: show a progress bar (rank 0 only).
-        tensorboard: write TensorBoard logs when the package is installed.
-        max_nonfinite_steps: stop after this many steps in a row with a non-finite loss or gradient (each
-            is skipped); the last good checkpoint is kept.
-    """
-
-    max_steps: int = attrs.field(default=1000, validator=at_least(1))
-    grad_accum: int = attrs.field(default=1, validator=at_least(1))
-    log_every: int = attrs.field(default=10, validator=at_least(1))
-    ckpt_every: int = attrs.field(default=500, validator=at_least(1))
-    sample_every: int = attrs.field(default=0, validator=at_least(0))
-    out_dir: str = "outputs/run"
-    seed: int = 0
-    progress: bool = True
-    tensorboard: bool = True
-    max_nonfinite_steps: int = attrs.field(default=10, validator=at_least(1))
 
 
 @attrs.define

@@ -21,6 +21,12 @@ from magvit.tasks.interpolation import linear_blend
 
 
 
+def _ordinal(n: int) -> str:
+    """``2nd``, ``3rd``, ``4th``, ``11th``, ``21st``: the stride as people say it."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def _at_least_two(instance: object, attribute: attrs.Attribute, value: int) -> None:
     if value < 2:
         raise ValueError(f"{attribute.name} must be >= 2 (1 would keep every frame), got {value}")
@@ -34,9 +40,15 @@ class TemporalSuperResolution:
     prompt: str = "tsr"
 
     name = "tsr"
+    title = "temporal super-resolution"
     uses_class = False
     needs_video = True
     deterministic = True
+
+    @property
+    def description(self) -> str:
+        """One line for people (magvit's optional ``Task.description``)."""
+        return f"every {_ordinal(self.stride)} frame is given, the frames between are generated"
 
     def condition(self, video: Tensor, generator: torch.Generator | None = None) -> Condition:
         check_video(video, self.name, min_frames=self.stride + 1)

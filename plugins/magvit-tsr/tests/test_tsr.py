@@ -34,3 +34,11 @@ def test_stride_two_and_validation():
         registry.get_task("tsr", stride=1)
     with pytest.raises(ValueError, match="too small"):
         registry.get_task("tsr").condition(torch.rand(1, 3, 4, 16, 16))
+
+
+def test_title_and_description_for_the_report_page():
+    from magvit.protocols import task_description, task_title
+
+    assert task_title(registry.get_task("tsr")) == "temporal super-resolution"
+    assert [task_description(registry.get_task("tsr", stride=s)) for s in (2, 3, 4, 11, 21)] == [
+        f"every {n} frame is given, the frames between are generated" for n in ("2nd", "3rd", "4th", "11th", "21st")]
