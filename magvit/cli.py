@@ -347,7 +347,8 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
         out: folder for metrics.json and metrics.csv.
     """
     from magvit.data import make_eval_loader
-    from magvit.metrics.evaluation import Estimate, evaluate_tasks, print_progress_line, quick_look_hint
+    from magvit.metrics.evaluation import evaluate_tasks
+    from magvit.metrics.progress import estimate_printer
     from magvit.pipeline import MagvitPipeline
 
     _check_counts(num_clips=num_clips, batch_size=batch_size, steps=steps)
@@ -355,15 +356,11 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
     names = None if tasks == "all" else [t.strip() for t in tasks.split(",") if t.strip()]
     for name in names or ():
         pipe.task(name)  # an unknown task is refused before the data and FVD are set up
-
-    def announce(estimate: Estimate) -> None:
-        hint = quick_look_hint(estimate, clips_flag="--num_clips", fvd_flag="--no_fvd")
-        print_progress_line(estimate.message(hint))
-
     # progress, the plan and the estimate go to stderr; the table (the command's result) to stdout
     report = evaluate_tasks(pipe, make_eval_loader(data, batch_size), names, fvd_extractor="i3d" if fvd else None,
                             paste_condition=paste_condition, steps=steps, seed=seed, max_clips=num_clips,
-                            progress=True, on_estimate=announce)
+                            progress=True,
+                            on_estimate=estimate_printer(clips_flag="--num_clips", fvd_flag="--no_fvd"))
     if out is not None:
         report.write(out)
     return report.table() + (f"\nwrote {out}/metrics.json and metrics.csv" if out else "")

@@ -163,7 +163,8 @@ def run_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 6
     """Run the demo and return the path of its index.html (``train_overrides``: extra ``magvit fit`` args;
     ``train_clips``: size of the synthetic training split)."""
     from magvit.data import make_eval_loader
-    from magvit.metrics.evaluation import Estimate, evaluate_tasks, print_progress_line, quality_bar, quick_look_hint
+    from magvit.metrics.evaluation import evaluate_tasks, quality_bar
+    from magvit.metrics.progress import estimate_printer
     from magvit.pipeline import MagvitPipeline
     from magvit.visualize import save_video_grid
 
@@ -193,15 +194,11 @@ def run_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 6
             save_video_grid([cond[:4], gen[:4], real[:4]], grids / f"{task}.{ext}", fps=6, scale=3)
         clock.add("grids", time.perf_counter() - began)
 
-    def announce(estimate: Estimate) -> None:
-        hint = quick_look_hint(estimate, clips_flag="--eval_clips", fvd_flag="--no_fvd")
-        print_progress_line(estimate.message(hint))
-
     with clock.phase("evaluation", f"{len(pipe.tasks)} tasks on {eval_clips} held-out clips"):
         report = evaluate_tasks(
             pipe, make_eval_loader(data / "val", 8), [t for t in pipe.tasks if t in TEN_TASKS] or None,
             fvd_extractor=extractor, max_clips=eval_clips, on_batch=write_grid, progress=True,
-            on_estimate=announce,
+            on_estimate=estimate_printer(clips_flag="--eval_clips", fvd_flag="--no_fvd"),
         )
     say("page: writing metrics.json and index.html")
     page_start = time.perf_counter()
@@ -209,10 +206,7 @@ def run_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 6
     metrics = {
         "tokenizer_psnr": report.tokenizer_psnr,
         "tasks": {
-            name: {"psnr_generated": s.psnr_generated, "psnr_trivial": s.psnr_trivial,
-                   "psnr_condition": s.psnr_condition, "psnr_tokenizer_condition": s.psnr_tokenizer_condition,
-                   "psnr_trivial_condition": s.psnr_trivial_condition,
-                   "ssim": s.ssim, "fvd": s.fvd,
+            name: {**attrs.asdict(s),  # every score of the table, named as its columns
                    # against the whole-clip tokenizer PSNR, for comparison with the bar's region-wise one
                    "condition_minus_clip_tokenizer_psnr": (None if s.psnr_condition is None
                                                            else s.psnr_condition - report.tokenizer_psnr),

@@ -2,7 +2,10 @@
 
 import json
 
+import attrs
+
 from magvit.demo import run_demo
+from magvit.metrics.evaluation import TaskScores
 
 
 def test_demo_trains_evaluates_and_writes_the_page(tmp_path):
@@ -12,10 +15,11 @@ def test_demo_trains_evaluates_and_writes_the_page(tmp_path):
                      train_clips=24)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert list(metrics["timings"]) == ["data", "pipeline", "evaluation", "grids"]  # no fvd_setup without FVD
-    assert 0 < sum(metrics["timings"].values()) <= metrics["seconds"]
+    # each figure is rounded to 0.1 s: the phases' sum may exceed the rounded total by half a step per term
+    assert 0 < sum(metrics["timings"].values()) <= metrics["seconds"] + 0.05 * (len(metrics["timings"]) + 1)
     assert set(metrics["tasks"]) == {"fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cg", "cfp"}
     for name, scores in metrics["tasks"].items():
-        assert {"psnr_generated", "psnr_trivial", "psnr_condition", "ssim", "fvd"} <= set(scores)
+        assert set(attrs.fields_dict(TaskScores)) <= set(scores) and scores["num_clips"] == 2  # every table column
         assert (scores["psnr_condition"] is None) == (name == "cg")
         assert (tmp_path / "grids" / f"{name}.gif").stat().st_size > 0
         assert (tmp_path / "grids" / f"{name}.mp4").stat().st_size > 0

@@ -16,7 +16,9 @@ from torch import nn
 from magvit import registry
 from magvit.data import VideoBatch
 from magvit.metrics import evaluation
-from magvit.metrics.evaluation import Estimate, evaluate_tasks, format_duration, quick_look_hint
+from magvit.metrics import progress
+from magvit.metrics.evaluation import evaluate_tasks
+from magvit.metrics.progress import Estimate, format_duration, quick_look_hint
 
 GENERATE_S, ENCODE_S, FEATURES_S = 10.0, 1.0, 3.0
 SHAPE = (2, 3, 4, 8, 8)  # batches of 2 clips, 4 frames of 8x8
@@ -127,11 +129,11 @@ def test_progress_prints_plan_estimate_and_a_bar_to_its_total_on_stderr(clock, c
     plan = lines.index("evaluate: 3 tasks x 6 clips in batches of 2, with FVD (TimedFeatures features of every "
                        "real and generated clip); the bar counts each clip once per task and once for the reference "
                        "pass (tokenizer, TimedFeatures); an estimate follows the first task")
-    # reference 4 s, fp 14 s: a batch of 2 clips projected at 4 + 3 * 14 = 46 s (12 of FVD), 18 s spent
+    # fake-clock costs: reference 4 s, fp 14 s, so a batch of 2 clips projected at 4 + 3 * 14 = 46 s (12 of FVD), 18 s spent
     first = lines.index("evaluate: about 2 min left for 3 tasks x 6 clips, 26% of it FVD's feature extraction "
                         "(measured on the first task of the first batch of 2 clips, start-up included; refined "
                         "after the first batch)")
-    # measured: 4 + 14 + 14 (opc) + 13 (cg) = 45 s per batch (12 of FVD), 90 s left
+    # fake-clock costs: 4 + 14 + 14 (opc) + 13 (cg) = 45 s per batch (12 of FVD), 90 s left
     second = lines.index("evaluate: about 2 min left for 3 tasks x 6 clips, 27% of it FVD's feature extraction "
                          "(measured on the first batch of 2 clips)")
     assert plan < first < second
@@ -185,14 +187,14 @@ def test_magvit_evaluate_prints_the_estimate_with_its_quicker_options_on_stderr(
 
     write_synthetic(tmp_path / "data", num_clips=2, num_val_clips=4, frames=SHAPE[2], size=SHAPE[3])
     monkeypatch.setattr(MagvitPipeline, "from_checkpoint", lambda path: FakePipeline(clock, ["fp", "cg"]))
-    monkeypatch.setattr(evaluation, "QUICK_LOOK_CLIPS", 2)  # the data's 4 clips are then more than a quick look's
+    monkeypatch.setattr(progress, "QUICK_LOOK_CLIPS", 2)  # the data's 4 clips are then more than a quick look's
     assert main(["evaluate", "--checkpoint", str(tmp_path / "p.pt"), "--data", str(tmp_path / "data" / "val"),
                  "--batch_size", "2", "--no_fvd"]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("task ") and "evaluate:" not in out
     lines = err.replace("\r", "\n").splitlines()
     assert "evaluate: 2 tasks x 4 clips in batches of 2, without FVD; " in err  # the data hold 4 of the 256
-    # reference 1 s, fp 10 + 1 s, cg 10 s; FVD is off, so fewer clips is the only quicker option
+    # fake-clock costs: reference 1 s, fp 10 + 1 s, cg 10 s; FVD is off, so fewer clips is the only quicker option
     assert [line for line in lines if line.startswith("evaluate: about ")] == [
         "evaluate: about 34 s left for 2 tasks x 4 clips (measured on the first task of the first batch of 2 clips, "
         "start-up included; refined after the first batch); for a quicker look: --num_clips 2 (about 23 s)",
