@@ -3,7 +3,7 @@
 One run, interleaved: the same :class:`~magvit.train.transformer_stage.TransformerStage` configuration is
 built twice, once reading clip shards (the paper's recipe: the frozen encoder tokenises the clip and the
 step task's condition video at every step, as the authors' trainer) and once reading token shards written by
-:func:`magvit.data.tokenize.tokenize_shards`. Training steps (data read, loss, backward, AdamW step)
+:func:`magvit.train.tokenize.tokenize_shards`. Training steps (data read, loss, backward, AdamW step)
 alternate between the two, so machine noise hits both alike; the result is the ratio of clips/s.
 Weights are random (speed does not depend on them). The one-off tokenisation time is reported too.
 
@@ -24,15 +24,15 @@ from typing import Any
 
 import torch
 
+from magvit import checkpoint as ckpt
 from magvit import registry
 from magvit.data import write_synthetic
-from magvit.data.tokenize import tokenize_shards
-from magvit.malloc import keep_freed_memory
-from magvit.train import checkpoint as ckpt
+from magvit.kernels.malloc import keep_freed_memory
 from magvit.train.data import DataConfig, make_data
 from magvit.train.distributed import DistInfo
 from magvit.train.optim import make_optimizer
 from magvit.train.stage import StepContext
+from magvit.train.tokenize import tokenize_shards
 from magvit.train.transformer_stage import TransformerStage
 
 FRAMES = 16
@@ -69,7 +69,7 @@ def token_cache_speedup(preset: str = "B", resolution: int = 128, batch_size: in
         tasks: the configured tasks; every task but cg costs the same encoder passes on the fly.
     """
     torch.manual_seed(seed)
-    keep_freed_memory()  # as the Trainer does on the CPU (magvit/malloc.py)
+    keep_freed_memory()  # as `magvit fit` does on the CPU (magvit/kernels/malloc.py)
     with tempfile.TemporaryDirectory(prefix="magvit-token-bench-") as tmp:
         root = Path(tmp)
         # One batch per epoch: the stream cycles over the same clips (reading cost is per step either way).

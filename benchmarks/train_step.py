@@ -9,7 +9,7 @@
   in it).
 
 Both use the trainer's optimiser (:func:`magvit.train.optim.make_optimizer`: fused AdamW where PyTorch has it)
-and, on the CPU, the trainer's allocator setting (:func:`magvit.malloc.keep_freed_memory`).
+and, on the CPU, the allocator setting of ``magvit fit`` (:func:`magvit.kernels.malloc.keep_freed_memory`).
 
 The fraction uses the model-FLOPs convention ``3 x forward FLOPs`` (forward + 2x for backward) with
 forward FLOPs counted analytically (conv hooks / the transformer formula). The tokenizer step really
@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.common import TASKS, Sizes, autocast, child_main, interleaved, maybe_compile, peak_rss_gb
 from benchmarks.flops import ConvFlops, transformer_forward_flops
 from benchmarks.transformer_forward import build
-from magvit.malloc import keep_freed_memory
+from magvit.kernels.malloc import keep_freed_memory
 from magvit.objective import token_loss
 from magvit.registry import get_task, get_tokenizer
 from magvit.tokenizers.discriminator import build_discriminator
@@ -49,7 +49,7 @@ WARMUP_STEPS = 2
 
 def tokenizer_step(cfg: Sizes, dev: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     if dev.type == "cpu":
-        keep_freed_memory()  # as the Trainer does on the CPU (magvit/malloc.py)
+        keep_freed_memory()  # as `magvit fit` does on the CPU (magvit/kernels/malloc.py)
     tok = get_tokenizer("vq3d", preset=cfg.preset, resolution=cfg.resolution).to(dev).train()
     disc = build_discriminator(cfg.preset, cfg.resolution, cfg.frames).to(dev).train()
     with warnings.catch_warnings():
@@ -85,7 +85,7 @@ def tokenizer_step(cfg: Sizes, dev: torch.device, args: argparse.Namespace) -> d
 
 def transformer_step(cfg: Sizes, dev: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     if dev.type == "cpu":
-        keep_freed_memory()  # as the Trainer does on the CPU (magvit/malloc.py)
+        keep_freed_memory()  # as `magvit fit` does on the CPU (magvit/kernels/malloc.py)
     model = maybe_compile(build(cfg, dev).train(), args.compile)
     opt = make_optimizer(model, OptimConfig(lr=1e-4, betas=(0.9, 0.96), weight_decay=0.045))  # the authors'
     b, n = TRANSFORMER_BATCH, model.num_tokens

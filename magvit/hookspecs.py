@@ -6,9 +6,11 @@ below. Third-party packages expose their plugin under the ``"magvit"`` entry-poi
     [project.entry-points.magvit]
     my_tasks = "my_package.plugin"
 
-The built-in tasks, tokenizers, mask schedulers and the shipped demo pipeline register through these very hooks.
+The built-in tasks, tokenizers, mask schedulers, samplers and the shipped demo pipeline register through these very hooks.
 Each hook returns a mapping ``name -> factory``; ``factory(**kwargs)`` builds the component, so a
-config can set every constructor argument.
+config can set every constructor argument: a spec ``{"name": name, "config": kwargs}`` (:mod:`magvit.config`).
+To be saved in a checkpoint and built again, the component records its constructor arguments: it is an
+``attrs`` class, or its ``__init__`` is decorated with :func:`magvit.config.register_to_config`.
 
 A plugin is loaded whole or not at all (:mod:`magvit.registry`): if it fails to import, a hook raises or
 returns anything but ``{str: callable}``, or one of its names is taken already, the plugin is disabled with
@@ -53,6 +55,19 @@ def magvit_add_mask_schedulers() -> Mapping[str, Callable[..., Any]]:
     """Return the mask-ratio schedules this plugin adds, as ``{name: factory}``.
 
     ``factory(**kwargs)`` must return an object implementing :class:`magvit.protocols.MaskScheduler`.
+    """
+
+
+@hookspec
+def magvit_add_samplers() -> Mapping[str, Callable[..., Any]]:
+    """Return the samplers (conditioning-and-decoding methods) this plugin adds, as ``{name: factory}``.
+
+    ``factory(**options)`` must return an object implementing :class:`magvit.protocols.Sampler` whose
+    ``name`` equals the key; ``factory()`` with no arguments must build a default sampler (it is built once
+    when the plugin loads, to check it). A sampler holds both sides of a method: how a training sequence is
+    masked and conditioned (``training_inputs``) and one decoding step (``init_state``, ``step``); the
+    decoding loop, guidance and progress are the library's (:func:`magvit.decoding.decode`). Built-ins:
+    ``commit``, ``maskgit``, ``prefix``.
     """
 
 

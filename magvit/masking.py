@@ -6,11 +6,10 @@
 * :func:`condition_token_mask`: a token is a condition token iff its supervoxel holds at least one
   interior-condition pixel (paper Sec. 3.2, "not ispad"). :func:`warn_condition_coverage` warns when a
   task's condition tokens are the whole grid or none of it at the configured clip and tokenizer.
-* COMMIT masking (paper Eq. 2; the authors' ``generate_masked_tokens`` in
-  ``videogvt/train_lib/maskgvt_train_lib.py``): masked & condition -> condition token z~, masked & not
-  condition -> [MASK], unmasked -> ground truth z; targets z everywhere; loss weights per part.
-* The two baselines of paper Table 5: MaskGIT latent masking (condition tokens always given, masking
-  only over the rest) and prefix condition (condition tokens prepended, plain masking of the clip).
+* Training-time masking shared by every method: one mask ratio per step and uniformly random positions
+  (the authors' ``videogvt/train_lib/mask_utils.py``), and the records a method returns
+  (:class:`MaskedTokens`, with :class:`LossWeights` per part of paper Eq. 3). How the masked sequence is
+  conditioned (COMMIT, latent masking, prefix condition) is the sampler's (:mod:`magvit.samplers`).
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from torch import Tensor
 
 from magvit.errors import InputError, MagvitError
 from magvit.hookspecs import hookimpl
+from magvit.protocols import AnalyticTokenMask
 
 # gamma is clipped to [1e-6, 1] before counting masked tokens, in training and in decoding (the authors'
 # generate_mask_ratio in videogvt/train_lib/maskgvt_train_lib.py and videogvt/train_lib/parallel_decode.py).
@@ -124,18 +124,17 @@ def task_token_mask(
     ``rule="supervoxel"`` (default) is the paper's rule (:func:`condition_token_mask`). ``rule="analytic"``
     reproduces the authors' code, which evaluates each region formula on the latent grid instead
     (``latent_mask`` in ``videogvt/train_lib/cond_utils.py``); it differs for opd/ipd and for hand-set
-    ``cond_latent_frames``. Tasks provide it via ``analytic_token_mask(frames, token_shape)``.
+    ``cond_latent_frames``. Tasks provide it as the :class:`~magvit.protocols.AnalyticTokenMask` capability.
     """
     if rule == "supervoxel":
         return condition_token_mask(pixel_mask, downsample)
     if rule != "analytic":
         raise ValueError(f"token rule must be one of {TOKEN_RULES}, got {rule!r}")
-    analytic = getattr(task, "analytic_token_mask", None)
-    if analytic is None:
+    if not isinstance(task, AnalyticTokenMask):
         raise ValueError(f"task {task.name!r} has no analytic_token_mask; use rule='supervoxel'")
     b, _, t, h, w = pixel_mask.shape
     ft, fh, fw = downsample
-    region = analytic(t, (t // ft, h // fh, w // fw)).to(pixel_mask.device)
+    region = task.analytic_token_mask(t, (t // ft, h // fh, w // fw)).to(pixel_mask.device)
     return region[None].expand(b, *region.shape).clone()
 
 
@@ -167,7 +166,7 @@ def condition_coverage_problems(
     for task in tasks:
         if not task.needs_video:
             continue
-        if rule == "analytic" and not hasattr(task, "analytic_token_mask"):
+        if rule == "analytic" and not isinstance(task, AnalyticTokenMask):
             continue
         draws = 1 if task.deterministic else COVERAGE_DRAWS
         generator = torch.Generator().manual_seed(0)
@@ -265,92 +264,3 @@ def random_mask(
     scores = torch.rand(shape, generator=generator, device=device)
     threshold = scores.kthvalue(k, dim=1, keepdim=True).values
     return scores <= threshold
-
-
-def _check_tokens(tokens: Tensor, cond_tokens: Tensor, cond_mask: Tensor, masked: Tensor) -> None:
-    shape = tuple(tokens.shape)
-    for name, value in (("cond_tokens", cond_tokens), ("cond_mask", cond_mask), ("masked", masked)):
-        if tuple(value.shape) != shape:
-            raise InputError(f"{name} must have the token shape {shape}, got {tuple(value.shape)}")
-
-
-def _part_weights(refine: Tensor, masked_plain: Tensor, recons: Tensor, weights: LossWeights) -> Tensor:
-    return refine * weights.refine + masked_plain * weights.mask + recons * weights.recons
-
-
-def commit_masking(
-    tokens: Tensor,
-    cond_tokens: Tensor,
-    cond_mask: Tensor,
-    masked: Tensor,
-    mask_id: int,
-    weights: LossWeights = LossWeights(),
-) -> MaskedTokens:
-    """COMMIT inputs (paper Eq. 2; the authors' ``generate_masked_tokens``). All tensors flat ``[B, N]``.
-
-    masked & condition -> ``cond_tokens``; masked & not condition -> ``mask_id``; unmasked -> ``tokens``.
-    """
-    _check_tokens(tokens, cond_tokens, cond_mask, masked)
-    refine = masked & cond_mask
-    plain = masked & ~cond_mask
-    inputs = torch.where(refine, cond_tokens, torch.where(plain, torch.full_like(tokens, mask_id), tokens))
-    w = _part_weights(refine.float(), plain.float(), (~masked).float(), weights)
-    return MaskedTokens(inputs, tokens, w, masked)
-
-
-def latent_masking(
-    tokens: Tensor,
-    cond_tokens: Tensor,
-    cond_mask: Tensor,
-    masked: Tensor,
-    mask_id: int,
-    weights: LossWeights = LossWeights(refine=0.0, mask=1.0, recons=0.0),
-) -> MaskedTokens:
-    """MaskGIT latent masking (paper Table 5 baseline).
-
-    Condition tokens ``z~`` are always given at condition positions; the mask only acts on the rest
-    (masked -> [MASK], unmasked -> z). The ``refine`` weight applies to the condition positions. The
-    default weights put the loss on [MASK] positions only, as MaskGIT does.
-    """
-    _check_tokens(tokens, cond_tokens, cond_mask, masked)
-    plain = masked & ~cond_mask
-    recons = ~masked & ~cond_mask
-    inputs = torch.where(cond_mask, cond_tokens, torch.where(plain, torch.full_like(tokens, mask_id), tokens))
-    w = _part_weights(cond_mask.float(), plain.float(), recons.float(), weights)
-    return MaskedTokens(inputs, tokens, w, plain)
-
-
-def prefix_condition(
-    tokens: Tensor,
-    cond_tokens: Tensor,
-    cond_mask: Tensor,
-    masked: Tensor,
-    mask_id: int,
-    weights: LossWeights = LossWeights(refine=0.0, mask=1.0, recons=0.0),
-) -> MaskedTokens:
-    """Prefix condition (paper Table 5 baseline): the condition tokens ``z~`` at condition positions are
-    prepended as a prefix (sequence length N..2N) and the clip itself is masked as in plain MaskGIT.
-
-    Every example of a batch must have the same number of condition tokens (true for one task per batch
-    with a deterministic region).
-    """
-    _check_tokens(tokens, cond_tokens, cond_mask, masked)
-    counts = cond_mask.sum(dim=1)
-    if counts.numel() and bool((counts != counts[0]).any()):
-        raise InputError("prefix condition needs the same number of condition tokens in every example of a batch")
-    b = tokens.shape[0]
-    p = int(counts[0]) if counts.numel() else 0
-    index = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
-    prefix = cond_tokens[cond_mask].view(b, p)
-    prefix_index = index[cond_mask].view(b, p)
-    inputs = torch.where(masked, torch.full_like(tokens, mask_id), tokens)
-    w = _part_weights(torch.zeros_like(masked, dtype=torch.float), masked.float(), (~masked).float(), weights)
-    return MaskedTokens(inputs, tokens, w, masked, prefix, prefix_index)
-
-
-#: Training-time conditioning methods of paper Table 5; ``commit`` is MAGVIT's.
-CONDITIONING_METHODS: dict[str, Callable[..., MaskedTokens]] = {
-    "commit": commit_masking,
-    "latent": latent_masking,
-    "prefix": prefix_condition,
-}

@@ -6,27 +6,31 @@ Follows the authors' trainer (``videogvt/trainers/maskgvt_trainer.py`` and ``vid
 * one mask ratio ``gamma(u)``, ``u ~ U[0, 1)``, per step (optionally one per example);
 * the real video and the task's padded condition video are tokenised together by the frozen tokenizer;
   condition tokens come from :func:`magvit.masking.task_token_mask`;
-* the masking method is COMMIT (default) or one of the paper Table 5 baselines;
+* the masking method is a sampler's training side (:mod:`magvit.samplers`): COMMIT (default) or one of the
+  paper Table 5 baselines;
 * the loss is cross-entropy over codebook logits with label smoothing 1e-4, weighted per token, averaged
   per example as ``sum(w CE) / (sum(w) + 1e-8)`` and then over the batch.
 
-:func:`token_loss` is the token-level part: it needs no tokenizer, so pre-tokenised shards (ground-truth
-tokens plus per-task condition tokens and masks) call it directly.
+A training batch (:class:`~magvit.batch.ClipBatch`) holds video, tokens or both: the objective uses the
+tokens it carries for the step's task (pre-tokenised shards: ground-truth tokens plus per-task condition
+tokens and masks) and tokenises only what is missing (:meth:`MultiTaskObjective.tokens_for`).
+:func:`token_loss` is the token-level part and needs no tokenizer.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 import torch
 from torch import Tensor
 
+from magvit.batch import ClipBatch, TokenBatch
+from magvit.config import build_part
 from magvit.errors import InputError
 from magvit.masking import (
-    CONDITIONING_METHODS,
     MIN_RATIO,
     TOKEN_RULES,
     LossWeights,
@@ -37,13 +41,13 @@ from magvit.masking import (
     task_token_mask,
 )
 from magvit.protocols import MaskScheduler, Task, Tokenizer
+from magvit.registry import get_sampler, sampler_names
 
 __all__ = [
     "LossOutput",
     "MultiTaskObjective",
     "ObjectiveConfig",
     "TaskCycle",
-    "TokenBatch",
     "smoothed_cross_entropy",
     "token_loss",
     "weighted_loss",
@@ -61,6 +65,22 @@ def _one_of(choices: Sequence[str]) -> Any:
     return check
 
 
+def _registered_sampler(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    names = sampler_names()
+    if value not in names:
+        raise InputError(f"{attribute.name} must be a registered sampler, one of {names}, got {value!r}")
+
+
+def _scheduler(schedule: str | Mapping[str, Any]) -> MaskScheduler:
+    """The mask schedule of :attr:`ObjectiveConfig.schedule` (a name or a spec), through the registry."""
+    return build_part("mask scheduler", schedule)
+
+
+def _buildable_schedule(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    """Build the schedule once, so that a bad name or option is refused with the config, not at step one."""
+    _scheduler(value)
+
+
 def _probability(instance: object, attribute: attrs.Attribute, value: float) -> None:
     if not 0.0 <= value < 1.0:
         raise InputError(f"{attribute.name} must be in [0, 1), got {value}")
@@ -71,9 +91,12 @@ class ObjectiveConfig:
     """Settings of the objective; defaults are the authors' (``videogvt/configs/maskgvt_*_config.py``).
 
     Attributes:
-        method: ``"commit"`` (paper Eq. 2), ``"latent"`` (MaskGIT latent masking) or ``"prefix"`` (prefix
-            condition); the last two are the baselines of paper Table 5.
-        schedule: mask-ratio schedule name (registry), ``"cosine"``.
+        method: the registered sampler whose training side masks the sequence: ``"commit"`` (paper Eq. 2),
+            ``"maskgit"`` (MaskGIT latent masking) or ``"prefix"`` (prefix condition), the last two the
+            baselines of paper Table 5, or a plugin's sampler.
+        schedule: the mask-ratio schedule: a registry name (``"cosine"``) or a spec ``{"name": ...,
+            "config": {...}}`` setting its constructor arguments (e.g. ``{"name": "exp", "config":
+            {"num_tokens": 256}}``).
         token_rule: ``"supervoxel"`` (paper) or ``"analytic"`` (authors' code, ``videogvt/train_lib/cond_utils.py``).
         label_smoothing: epsilon of the smoothed targets (1e-4).
         weights: loss weights of refine / mask / recons; None uses the method's default (all 1 for COMMIT,
@@ -83,8 +106,8 @@ class ObjectiveConfig:
             guidance training; 0 in the paper).
     """
 
-    method: str = attrs.field(default="commit", validator=_one_of(tuple(CONDITIONING_METHODS)))
-    schedule: str = "cosine"
+    method: str = attrs.field(default="commit", validator=_registered_sampler)
+    schedule: str | dict[str, Any] = attrs.field(default="cosine", validator=_buildable_schedule)
     token_rule: str = attrs.field(default="supervoxel", validator=_one_of(TOKEN_RULES))
     label_smoothing: float = attrs.field(default=1e-4, validator=_probability)
     weights: LossWeights | None = None
@@ -138,15 +161,6 @@ class LossOutput:
     accuracy: Tensor
     masked: MaskedTokens
     task: str
-
-
-@attrs.frozen
-class TokenBatch:
-    """Ground-truth tokens and one task's condition, flat ``[B, N]`` (condition None for e.g. cg)."""
-
-    tokens: Tensor
-    cond_tokens: Tensor | None
-    cond_mask: Tensor
 
 
 # -- loss -----------------------------------------------------------------------------------------------
@@ -262,11 +276,11 @@ def token_loss(
             drop = torch.rand(b, generator=generator, device=device) < config.condition_dropout
             label = torch.where(drop, torch.full_like(label, model.vocab.uncond_id), label)
             cond_mask = cond_mask & ~drop[:, None]
-        scheduler = scheduler or _default_scheduler(config.schedule)
+        scheduler = scheduler or _scheduler(config.schedule)
         positions = _mask((b, n), config, scheduler, generator, device)
-        method = CONDITIONING_METHODS[config.method]
-        extra = {} if config.weights is None else {"weights": config.weights}
-        masked = method(tokens, cond_tokens, cond_mask, positions, model.vocab.mask_id, **extra)
+        sampler = get_sampler(config.method)
+        masked = sampler.training_inputs(tokens, cond_tokens, cond_mask, positions, model.vocab.mask_id,
+                                         config.weights)
         logits = model(masked.inputs, prompt, label, masked.prefix, masked.prefix_index)
     ce = smoothed_cross_entropy(logits, masked.targets, config.label_smoothing)
     loss, per_example = weighted_loss(ce, masked.weights)
@@ -276,19 +290,13 @@ def token_loss(
     return LossOutput(loss, per_example, accuracy, masked, task.name)
 
 
-def _default_scheduler(name: str) -> MaskScheduler:
-    from magvit.registry import get_mask_scheduler
-
-    return get_mask_scheduler(name)
-
-
 # -- video level ----------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def _frozen(tokenizer: Tokenizer) -> Iterator[None]:
     """Eval mode and no gradients for the tokenizer (the authors' frozen EMA encoder); mode restored."""
-    was_training = bool(getattr(tokenizer, "training", False))
+    was_training = tokenizer.training
     if was_training:
         tokenizer.eval()
     try:
@@ -328,7 +336,7 @@ class MultiTaskObjective:
         self.tasks = list(tasks)
         self.config = config
         self.cycle = TaskCycle(weights, seed)
-        self.scheduler = _default_scheduler(config.schedule)
+        self.scheduler = _scheduler(config.schedule)
 
     def task_for_step(self, step: int) -> Task:
         return self.tasks[self.cycle[step]]
@@ -349,16 +357,38 @@ class MultiTaskObjective:
         mask = task_token_mask(task, cond.mask, self.tokenizer.downsample, self.config.token_rule)
         return TokenBatch(tokens, cond_tokens, mask.reshape(b, -1))
 
+    def tokens_for(self, batch: ClipBatch, task: Task, generator: torch.Generator | None = None,
+                   device: torch.device | str | None = None) -> TokenBatch:
+        """``task``'s tokens of ``batch`` on ``device`` (None: where they are): the ones the batch carries
+        (token shards), else its video tokenised by :meth:`tokenize`. Only what is missing is encoded, as
+        muse-maskgit's ``MaskGit.forward(images_or_ids)``.
+
+        Raises:
+            InputError: the batch lacks some of ``task``'s tokens and holds no video to make them from.
+        """
+        cached = batch.tokens_for(task)
+        if cached is not None:
+            return cached if device is None else cached.to(device)
+        if batch.video is None:
+            raise InputError(f"task {task.name!r}: the batch holds neither its tokens nor video to tokenise; "
+                             "cache the task in the token shards, or store the clips with them (store_video)")
+        return self.tokenize(batch.video if device is None else batch.video.to(device), task, generator)
+
     def __call__(
         self,
         model: Any,
-        video: Tensor,
-        labels: Tensor | None,
+        batch: ClipBatch,
         step: int,
         generator: torch.Generator | None,
+        *,
+        device: torch.device | str | None = None,
     ) -> LossOutput:
-        """The loss of training step ``step`` on a video batch ``[B, 3, T, H, W]``."""
+        """The loss of training step ``step`` on ``batch`` (video, tokens or both; :meth:`tokens_for`).
+
+        ``device``: where ``model`` runs; the tensors the step uses are moved there (None: where they are).
+        """
         task = self.task_for_step(step)
-        batch = self.tokenize(video, task, generator)
-        return token_loss(model, batch.tokens, batch.cond_tokens, batch.cond_mask, labels, task, generator,
+        tokens = self.tokens_for(batch, task, generator, device)
+        labels = batch.label if device is None else batch.label.to(device)
+        return token_loss(model, tokens.tokens, tokens.cond_tokens, tokens.cond_mask, labels, task, generator,
                           self.config, self.scheduler)

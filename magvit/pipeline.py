@@ -1,7 +1,7 @@
-"""MagvitPipeline: condition -> tokens -> COMMIT decoding -> pixels, for any registered task.
+"""MagvitPipeline: condition -> tokens -> the decoding loop with a sampler -> pixels, for any registered task.
 
 One tokenizer, one multi-task transformer, the configured tasks (paper Sec. 3).
-``save``/``from_checkpoint`` use the trainer's checkpoint format (:mod:`magvit.train.checkpoint`), so a
+``save``/``from_checkpoint`` use the trainer's checkpoint format (:mod:`magvit.checkpoint`), so a
 transformer-stage checkpoint written by ``magvit fit`` loads here directly, and a saved pipeline is a
 self-contained file: tokenizer and transformer configs and weights, and the task list with its arguments.
 
@@ -18,29 +18,26 @@ import math
 import numbers
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import attrs
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from magvit import checkpoint as ckpt
 from magvit import registry
-from magvit.decoding import commit_decode, maskgit_decode
+from magvit.config import build_part, part_spec, read_spec
+from magvit.decoding import decode
 from magvit.errors import InputError, MagvitError
 from magvit.limits import MAX_VIDEO_PIXELS, check_int
-from magvit.malloc import release_freed_memory
 from magvit.masking import TOKEN_RULES, task_token_mask, warn_condition_coverage
-from magvit.protocols import Condition, Task
+from magvit.protocols import Condition, Sampler, Task, Tokenizer
 from magvit.safe_load import load_safetensors
-from magvit.tasks import build_task, build_tasks
+from magvit.tasks import build_tasks
 from magvit.tasks.base import check_video
-from magvit.train import checkpoint as ckpt
 from magvit.transformer import MaskedTransformer
-
-DECODERS = {"commit": commit_decode, "maskgit": maskgit_decode}
 
 #: ``config.json`` of a ``save_pretrained`` folder: its format key and the version this code reads and writes.
 PRETRAINED_FORMAT, PRETRAINED_VERSION = "magvit-pipeline", 1
@@ -49,45 +46,38 @@ CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 WEIGHT_PREFIXES = ("tokenizer.", "transformer.")
 
 
-def task_spec(task: Task) -> dict[str, Any]:
-    """``{"name": ..., "args": {...}}``: enough to rebuild ``task`` through the registry."""
-    args = attrs.asdict(task) if attrs.has(type(task)) else {}
-    return {"name": task.name, "args": args}
-
-
 def tasks_from_specs(specs: Sequence[dict[str, Any]]) -> list[Task]:
-    """The tasks of a saved config; an unknown task or option is one :class:`InputError`."""
-    return [build_task(s["name"], s.get("args", {})) for s in specs]
+    """The tasks of a saved config (:func:`magvit.config.part_spec` of each); an unknown task or option is
+    one :class:`InputError`."""
+    return [build_part("task", s) for s in specs]
 
 
-def tokenizer_spec(name: str, tokenizer: nn.Module) -> dict[str, Any]:
-    return {"name": name, "config": dict(tokenizer.config)}
+def sampler_spec(sampler: str | Sampler) -> dict[str, Any]:
+    """``{"name": ..., "config": {...}}`` of a sampler (a registered name is its default config); a sampler
+    whose options a file cannot hold is one :class:`MagvitError` (:func:`magvit.config.part_spec`)."""
+    return part_spec(build_part("sampler", sampler) if isinstance(sampler, str) else sampler)
 
 
-def build_tokenizer(spec: dict[str, Any], state: dict[str, Tensor] | None = None) -> nn.Module:
-    """Rebuild a tokenizer from its registry name and config, optionally loading weights.
+def build_sampler(spec: str | Mapping[str, Any], **options: Any) -> Sampler:
+    """The sampler of a spec ``{"name", "config"}`` (or a registry name), ``options`` overriding its config;
+    an unknown sampler or option is one :class:`InputError`."""
+    name, config = read_spec("sampler", spec)
+    return build_part("sampler", {"name": name, "config": config | options})
+
+
+def build_tokenizer(spec: dict[str, Any], state: dict[str, Tensor] | None = None) -> Tokenizer:
+    """Rebuild a tokenizer from its spec (registry name and config), optionally loading weights.
 
     The config may come from a file someone else wrote: an unknown tokenizer or option, a value of the
     wrong type or an absurd size is one :class:`MagvitError`, raised before any weight is allocated.
     """
-    try:
-        factory = registry.default_registry().entry("tokenizer", spec["name"]).factory
-    except KeyError as exc:
-        raise MagvitError(exc.args[0]) from None
-    try:
-        tokenizer = factory(**spec["config"])
-    except MagvitError:
-        raise
-    except (TypeError, ValueError) as exc:  # a plugin factory's own argument errors
-        detail = " ".join(str(exc).split())
-        raise MagvitError(f"tokenizer {spec['name']!r} cannot be built from the config {spec['config']!r}: "
-                          f"{detail}") from None
+    tokenizer = build_part("tokenizer", spec)
     if state is not None:
         ckpt.load_module_state(tokenizer, state, "tokenizer weights")
     return tokenizer.eval().requires_grad_(False)
 
 
-def load_tokenizer(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_tokenizer(path: str | os.PathLike, map_location: str = "cpu") -> tuple[Tokenizer, dict[str, Any]]:
     """The frozen tokenizer of a tokenizer-stage checkpoint: its EMA weights (as the authors'
     ``load_vq_model_params`` in ``videogvt/train_lib/maskgvt_train_lib.py``), and its spec."""
     state = ckpt.load(path, map_location)
@@ -140,8 +130,13 @@ def _check_pipeline_config(cfg: dict[str, Any], path: str | os.PathLike, where: 
     for i, spec in enumerate(_part(cfg, "tasks", list, path, where)):
         _part({f"tasks[{i}]": spec}, f"tasks[{i}]", dict, path, where)
         _part(spec, "name", str, path, f"{where}tasks[{i}].")
-        if "args" in spec:
-            _part(spec, "args", dict, path, f"{where}tasks[{i}].")
+        for key in ("config", "args"):  # read_spec takes "args" as "config"
+            if key in spec:
+                _part(spec, key, dict, path, f"{where}tasks[{i}].")
+    if "sampler" in cfg:
+        sampler = _part(cfg, "sampler", dict, path, where)
+        _part(sampler, "name", str, path, f"{where}sampler.")
+        _part(sampler, "config", dict, path, f"{where}sampler.")
     return cfg
 
 
@@ -181,11 +176,13 @@ class MagvitPipeline:
         frames, resolution: clip size for tasks without an input video (class-conditional generation).
         token_rule: condition-token rule, ``"supervoxel"`` (paper) or ``"analytic"`` (authors' code).
         tokenizer_name: registry name of the tokenizer, for :meth:`save`.
+        sampler: the model's own decoding method, the one it was trained for: a registered sampler name, a
+            ``{"name", "config"}`` spec or a :class:`~magvit.protocols.Sampler` (default ``"commit"``).
     """
 
     def __init__(
         self,
-        tokenizer: nn.Module,
+        tokenizer: Tokenizer,
         transformer: MaskedTransformer,
         tasks: Sequence[Task],
         *,
@@ -193,6 +190,7 @@ class MagvitPipeline:
         resolution: int = 64,
         token_rule: str = "supervoxel",
         tokenizer_name: str | None = None,
+        sampler: str | dict[str, Any] | Sampler = "commit",
     ) -> None:
         check_int("MagvitPipeline", "frames", frames, 1)
         check_int("MagvitPipeline", "resolution", resolution, 1)
@@ -207,6 +205,7 @@ class MagvitPipeline:
         self.tasks = {t.name: t for t in tasks}
         self.frames, self.resolution, self.token_rule = frames, resolution, token_rule
         self.tokenizer_name = tokenizer_name or getattr(tokenizer, "name", None)
+        self.sampler = sampler_spec(sampler) if not isinstance(sampler, dict) else sampler_spec(build_sampler(sampler))
         grid = tokenizer.token_shape(frames, resolution, resolution)
         if math.prod(grid) != transformer.num_tokens:
             raise InputError(
@@ -284,9 +283,12 @@ class MagvitPipeline:
         steps: int = 12,
         generator: torch.Generator | None = None,
         *,
-        decoder: str = "commit",
+        sampler: str | Sampler | None = None,
+        guidance_scale: float = 0.0,
+        guidance_task: str | None = None,
         paste_condition: bool = False,
-        **decode_kwargs: Any,
+        callback: Any = None,
+        **sampler_options: Any,
     ) -> Tensor:
         """Generate ``[B, 3, T, H, W]`` videos in [0, 1] for ``task``.
 
@@ -296,17 +298,26 @@ class MagvitPipeline:
             label: class index (int or ``[B]``) for class-conditional tasks.
             steps: decoding steps (12, paper Algorithm 1).
             generator: seeds the decoding; the same seed gives the same video.
-            decoder: ``"commit"`` (paper) or ``"maskgit"`` (the Table 5 latent-masking baseline).
+            sampler: the decoding method: None for the model's own (:attr:`sampler`, ``commit`` unless the
+                model was trained with another), a registered name (``"commit"``, ``"maskgit"``, ...) or a
+                :class:`~magvit.protocols.Sampler`.
+            guidance_scale: classifier-free guidance ``s`` (0 = off; the model must have been trained with
+                condition dropout).
+            guidance_task: the configured task whose prompt the unconditional pass of guidance uses (the
+                authors use ``cg``'s, ``videogvt/train_lib/maskgvt_train_lib.py``); None: the task's own.
             paste_condition: paste the interior-condition pixels back (off in the paper's evaluation).
-            decode_kwargs: passed to the decoder (``choice_temperature``, ``guidance_scale``, ...).
+            callback: called with the :class:`~magvit.samplers.DecodeState` after every decoding step.
+            sampler_options: the sampler's options (``choice_temperature``, ``temperature``, ``schedule``).
         """
         t = self.task(task)
         if generator is None:
             generator = torch.Generator(device="cpu").manual_seed(0)
-        if decoder not in DECODERS:
-            raise InputError(f"decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
+        method = self.decoding_sampler(sampler, **sampler_options)
         vocab = self.transformer.vocab
         prompt = vocab.prompt_id(t.prompt) if vocab.prompts else None
+        uncond_prompt = None
+        if guidance_task is not None and vocab.prompts:
+            uncond_prompt = vocab.prompt_id(self.task(guidance_task).prompt)
         if t.needs_video:
             if video is None:
                 raise InputError(f"task {t.name!r} needs an input video [B, 3, T, H, W]")
@@ -321,22 +332,29 @@ class MagvitPipeline:
             batch = labels.numel() if labels is not None else (video.shape[0] if video is not None else 1)
             cond = cond_tokens = cond_mask = None
         class_ids = vocab.class_ids(labels, batch, self.device)
-        if "uncond_prompt" not in decode_kwargs and decode_kwargs.get("guidance_scale") and "cg" in self.tasks:
-            decode_kwargs["uncond_prompt"] = vocab.prompt_id(self.tasks["cg"].prompt)  # as maskgvt_train_lib.py
-        tokens = DECODERS[decoder](
-            self.transformer, prompt, class_ids, cond_tokens, cond_mask,
-            generator=generator, batch_size=batch, steps=steps, **decode_kwargs,
+        tokens = decode(
+            self.transformer, method, prompt, class_ids, cond_tokens, cond_mask, generator=generator,
+            batch_size=batch, steps=steps, guidance_scale=guidance_scale, uncond_prompt=uncond_prompt,
+            callback=callback,
         )
         grid = self.tokenizer.token_shape(self.frames, self.resolution, self.resolution) if video is None \
             else self.tokenizer.token_shape(*video.shape[2:])
-        if tokens.device.type == "cpu":
-            # The decoder's full-resolution activations are the peak of a generation; give the heap pages
-            # the decoding loop freed back first (magvit/malloc.py).
-            release_freed_memory()
         out = self.tokenizer.decode(tokens.reshape(batch, *grid)).clamp(0, 1)
         if paste_condition and cond is not None:
             out = torch.where(cond.mask, video, out)
         return out
+
+    def decoding_sampler(self, sampler: str | Sampler | None = None, **options: Any) -> Sampler:
+        """The sampler :meth:`generate` decodes with: the model's own (``None``; ``options`` override its
+        config), a registered name built with ``options``, or a sampler object (no ``options``)."""
+        if sampler is None:
+            return build_sampler(self.sampler, **options)
+        if isinstance(sampler, str):
+            return build_sampler({"name": sampler}, **options)
+        if options:
+            raise InputError(f"sampler options {sorted(options)} were given with a sampler object; set them on the "
+                             "object or pass the sampler by name")
+        return sampler
 
     def _check_size(self, video: Tensor) -> None:
         _, _, t, h, w = video.shape
@@ -352,12 +370,13 @@ class MagvitPipeline:
         if self.tokenizer_name is None:
             raise MagvitError("cannot save: the pipeline does not know the tokenizer's registry name (tokenizer_name=...)")
         return {
-            "tokenizer": tokenizer_spec(self.tokenizer_name, self.tokenizer),
+            "tokenizer": part_spec(self.tokenizer, self.tokenizer_name),
             "transformer": dict(self.transformer.config),
-            "tasks": [task_spec(t) for t in self.tasks.values()],
+            "tasks": [part_spec(t) for t in self.tasks.values()],
             "frames": self.frames,
             "resolution": self.resolution,
             "token_rule": self.token_rule,
+            "sampler": self.sampler,
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -392,6 +411,7 @@ class MagvitPipeline:
             tokenizer, transformer, tasks_from_specs(cfg["tasks"]), frames=cfg.get("frames"),
             resolution=cfg.get("resolution"),
             token_rule=cfg.get("token_rule", "supervoxel"), tokenizer_name=cfg["tokenizer"]["name"],
+            sampler=cfg.get("sampler", "commit"),
         )
 
     def save_pretrained(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -477,7 +497,7 @@ class MagvitPipeline:
         pipe = cls(
             tokenizer, transformer, tasks_from_specs(cfg["tasks"]), frames=cfg.get("frames"),
             resolution=cfg.get("resolution"), token_rule=cfg.get("token_rule", "supervoxel"),
-            tokenizer_name=cfg["tokenizer"]["name"],
+            tokenizer_name=cfg["tokenizer"]["name"], sampler=cfg.get("sampler", "commit"),
         )
         return pipe.to(map_location)
 

@@ -1,4 +1,4 @@
-"""The three extension points of magvit and the records they exchange.
+"""The extension points of magvit and the records they exchange.
 
 * :class:`Task` -- a conditioning task (paper Sec. 3.2): a pixel region kept from the real video and a
   padding function for the rest. A task never sees a tokenizer; which tokens are condition tokens is
@@ -6,6 +6,10 @@
 * :class:`Tokenizer` -- video <-> discrete tokens (paper Sec. 3.1).
 * :class:`MaskScheduler` -- the mask-ratio schedule gamma(progress) shared by training and decoding
   (paper Sec. 3.2, Algorithm 1; MaskGIT Sec. 3.3).
+* :class:`Sampler` -- a conditioning-and-decoding method (paper Tables 5 and 6): how a training sequence is
+  masked and conditioned, and one decoding step.
+
+An optional capability is a protocol of its own, checked with ``isinstance``: :class:`AnalyticTokenMask`.
 
 Conventions (the same throughout magvit): videos are float ``[B, C, T, H, W]`` in ``[0, 1]``; token grids are long
 ``[B, t, h, w]``; flat token sequences are their row-major reshape ``[B, t*h*w]``.
@@ -14,7 +18,8 @@ Conventions (the same throughout magvit): videos are float ``[B, C, T, H, W]`` i
 from __future__ import annotations
 
 import inspect
-from typing import Protocol, get_type_hints, runtime_checkable
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol, get_type_hints, runtime_checkable
 
 import attrs
 import torch
@@ -84,16 +89,23 @@ def task_problem(task: object) -> str | None:
     reads them as prompt keys and flags, so each attribute must have its annotated type and ``condition``
     must be callable.
     """
-    fields = get_type_hints(Task)
-    missing = [attr for attr in [*fields, "condition"] if not hasattr(task, attr)]
+    problem = _protocol_problem(task, Task, ["condition"])
+    if problem is None and not callable(task.condition):
+        problem = f"a Task's condition must be a method, got {task.condition!r}"
+    return problem
+
+
+def _protocol_problem(obj: object, protocol: type, methods: list[str]) -> str | None:
+    """Why ``obj`` lacks an attribute or method of ``protocol``, or has an attribute of another type."""
+    fields = get_type_hints(protocol)
+    missing = [attr for attr in [*fields, *methods] if not hasattr(obj, attr)]
     if missing:
-        return f"{type(task).__name__!r} object is not a Task: it has no {', '.join(missing)}"
+        return f"{type(obj).__name__!r} object is not a {protocol.__name__}: it has no {', '.join(missing)}"
     for attr, kind in fields.items():
-        value = getattr(task, attr)
+        value = getattr(obj, attr)
         if not isinstance(value, kind):
-            return f"a Task's {attr} must be a {kind.__name__}, got {value!r} ({type(value).__name__})"
-    if not callable(task.condition):
-        return f"a Task's condition must be a method, got {task.condition!r}"
+            return (f"a {protocol.__name__}'s {attr} must be a {kind.__name__}, got {value!r} "
+                    f"({type(value).__name__})")
     return None
 
 
@@ -120,10 +132,18 @@ class Tokenizer(Protocol):
     Attributes:
         codebook_size: number of discrete codes; token ids lie in ``[0, codebook_size)``.
         downsample: the supervoxel size ``(ft, fh, fw)``: one token covers ``ft x fh x fw`` pixels.
+        config: the constructor arguments that build it again through the registry (recorded by
+            :func:`magvit.config.register_to_config`, or the fields of an attrs class).
+        training: whether it is in training mode.
+
+    A tokenizer is a ``torch.nn.Module``: the pipeline and the training stages freeze it, move it, and
+    save and load its weights with the module methods below.
     """
 
     codebook_size: int
     downsample: tuple[int, int, int]
+    config: Mapping[str, Any]
+    training: bool
 
     def encode(self, video: Tensor) -> Tensor:
         """Float video ``[B, 3, T, H, W]`` in [0, 1] -> long tokens ``[B, t, h, w]``."""
@@ -135,6 +155,31 @@ class Tokenizer(Protocol):
 
     def token_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         """The token grid ``(t, h, w)`` of a ``frames x height x width`` video."""
+        ...
+
+    def eval(self) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def requires_grad_(self, requires_grad: bool = True) -> Any: ...
+
+    def to(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[Tensor]: ...
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any: ...
+
+
+@runtime_checkable
+class AnalyticTokenMask(Protocol):
+    """An optional capability of a :class:`Task`: its condition region evaluated on the token grid, as the
+    authors' code does (``latent_mask`` in ``videogvt/train_lib/cond_utils.py``) instead of derived from the
+    pixel mask. Only ``token_rule="analytic"`` needs it (:func:`magvit.masking.task_token_mask`)."""
+
+    def analytic_token_mask(self, frames: int, token_shape: tuple[int, int, int]) -> Tensor:
+        """Bool ``[t, h, w]``: the condition tokens of a clip of ``frames`` frames with grid ``token_shape``."""
         ...
 
 
@@ -151,3 +196,53 @@ class MaskScheduler(Protocol):
     def ratio(self, progress: Tensor | float) -> Tensor:
         """Mask ratio gamma for ``progress`` (a float or a float tensor), as a float64 tensor."""
         ...
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """A conditioning-and-decoding method: both sides of it in one object, as diffusers' ``AmusedScheduler``
+    holds ``add_noise`` and ``step`` (built-ins in :mod:`magvit.samplers`).
+
+    Attributes:
+        name: registry key, e.g. ``"commit"``.
+        causal: whether it decodes with a causal (autoregressive) model rather than a bidirectional one.
+        supports_guidance: whether classifier-free guidance can be used (``unconditional_inputs`` works).
+        default_weights: the refine / mask / recons loss weights of the method when a config sets none
+            (a :class:`magvit.masking.LossWeights`).
+
+    The decoding loop (:func:`magvit.decoding.decode`) calls :meth:`init_state` once, then for each step
+    calls the model on ``state.inputs`` (plus :meth:`model_kwargs`) and :meth:`step` with its codebook logits,
+    until the state is ``done``.
+    """
+
+    name: str
+    causal: bool
+    supports_guidance: bool
+
+    def training_inputs(self, tokens: Tensor, cond_tokens: Tensor, cond_mask: Tensor, masked: Tensor,
+                        mask_id: int, weights: object = None) -> object:
+        """The :class:`magvit.masking.MaskedTokens` (inputs, targets, loss weights) of a training batch; all
+        tensors flat ``[B, N]``, ``masked`` the positions drawn by the mask schedule."""
+        ...
+
+    def init_state(self, cond_tokens: Tensor, cond_mask: Tensor, mask_id: int) -> object:
+        """The :class:`magvit.samplers.DecodeState` before the first decoding step."""
+        ...
+
+    def step(self, state: object, logits: Tensor, steps: int, generator: torch.Generator) -> object:
+        """The state after one step, given the model's codebook logits ``[B, N, K]`` for ``state.inputs``."""
+        ...
+
+    def model_kwargs(self, state: object) -> dict[str, Tensor]:
+        """Model inputs of a step beyond the visual inputs, prompt and class (e.g. a condition prefix)."""
+        ...
+
+    def unconditional_inputs(self, state: object) -> Tensor:
+        """Visual inputs of the unconditional pass of classifier-free guidance."""
+        ...
+
+
+def sampler_problem(sampler: object) -> str | None:
+    """Why ``sampler`` does not satisfy :class:`Sampler`, or ``None`` when it does."""
+    methods = ["training_inputs", "init_state", "step", "model_kwargs", "unconditional_inputs", "default_weights"]
+    return _protocol_problem(sampler, Sampler, methods)

@@ -1,4 +1,5 @@
-"""The plugin registry: one pluggy ``PluginManager`` for tasks, tokenizers, mask schedulers and named pipelines.
+"""The plugin registry: one pluggy ``PluginManager`` for tasks, tokenizers, mask schedulers, samplers and named
+pipelines.
 
 Built-in components are registered by the same hooks as third-party plugins (:mod:`magvit.hookspecs`);
 third-party plugins are found through the ``"magvit"`` entry-point group. Plugins load one at a time,
@@ -7,9 +8,9 @@ built-ins first, and each plugin is either loaded whole or disabled whole. A plu
 * importing it, registering its hooks or calling a hook raises anything (``SystemExit`` included; only
   ``KeyboardInterrupt`` goes through), or pluggy refuses a hook's signature;
 * a hook returns something other than a mapping ``{name: factory}`` of str names to callables;
-* a task factory, called once with no arguments, does not return a :class:`~magvit.protocols.Task` whose
-  ``name`` is its key (tokenizer and mask-schedule factories are only checked to be callable: building a
-  tokenizer allocates a model);
+* a task or sampler factory, called once with no arguments, does not return a
+  :class:`~magvit.protocols.Task` / :class:`~magvit.protocols.Sampler` whose ``name`` is its key (tokenizer and
+  mask-schedule factories are only checked to be callable: building a tokenizer allocates a model);
 * it adds a name that an earlier plugin registered: the first registration is kept (built-ins win) and the
   later plugin loses all its names, not only the clashing one, so that no plugin is half loaded.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import inspect
 import reprlib
 import textwrap
 import warnings
@@ -42,6 +44,7 @@ import attrs
 import pluggy
 
 from magvit import hookspecs
+from magvit.errors import InputError
 from magvit.hookspecs import PROJECT, hookimpl
 
 __all__ = [
@@ -54,24 +57,29 @@ __all__ = [
     "default_registry",
     "get_mask_scheduler",
     "get_pipeline_path",
+    "get_sampler",
     "get_task",
     "get_tokenizer",
     "hookimpl",
     "mask_scheduler_names",
     "pipeline_names",
     "reset",
+    "sampler_names",
     "task_names",
     "tokenizer_names",
 ]
 
 #: Modules of the built-in plugins, registered exactly like third-party ones.
-BUILTIN_PLUGINS: tuple[str, ...] = ("magvit.tasks", "magvit.masking", "magvit.tokenizers", "magvit.pretrained")
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "magvit.tasks", "magvit.masking", "magvit.samplers", "magvit.tokenizers", "magvit.pretrained",
+)
 
 #: hook name -> the kind of component it adds
 _KINDS = {
     "magvit_add_tasks": "task",
     "magvit_add_tokenizers": "tokenizer",
     "magvit_add_mask_schedulers": "mask scheduler",
+    "magvit_add_samplers": "sampler",
     "magvit_add_pipelines": "pipeline",
 }
 
@@ -208,19 +216,19 @@ class Registry:
             raise _Rejected(f"{kind} {name!r} is added twice by this plugin")
         if not callable(factory):
             raise _Rejected(f"{kind} {name!r}: its factory {reprlib.repr(factory)} is not callable")
-        if kind == "task":  # tasks are small records: build the default one to check it
-            from magvit.protocols import task_problem  # imports torch; this module stays light for the CLI
+        if kind in ("task", "sampler"):  # small records: build the default one to check it
+            from magvit.protocols import sampler_problem, task_problem  # imports torch; the CLI stays light
 
-            task = _guard(factory, f"task {name!r}: its factory()")
-            problem = task_problem(task)
-            if problem is None and task.name != name:
-                problem = f"the task's name is {task.name!r}, not its registered name"
+            built = _guard(factory, f"{kind} {name!r}: its factory()")
+            problem = (task_problem if kind == "task" else sampler_problem)(built)
+            if problem is None and built.name != name:
+                problem = f"the {kind}'s name is {built.name!r}, not its registered name"
             if problem is not None:
-                raise _Rejected(f"task {name!r}: its factory() built an unusable task: {problem}")
+                raise _Rejected(f"{kind} {name!r}: its factory() built an unusable {kind}: {problem}")
 
     # -- lookups ------------------------------------------------------------------------------
     def entries(self, kind: str) -> list[Entry]:
-        """All registered components of ``kind`` ("task", "tokenizer", "mask scheduler", "pipeline")."""
+        """All registered components of ``kind`` ("task", "tokenizer", "mask scheduler", "sampler", "pipeline")."""
         return list(self._entries[kind].values())
 
     def names(self, kind: str) -> list[str]:
@@ -345,6 +353,33 @@ def mask_scheduler_names() -> list[str]:
 def get_mask_scheduler(name: str, **kwargs: Any) -> Any:
     """Build the mask schedule ``name`` (``"cosine"`` is the paper's default)."""
     return default_registry().build("mask scheduler", name, **kwargs)
+
+
+def sampler_names() -> list[str]:
+    """Names of all registered samplers (conditioning-and-decoding methods; ``"commit"`` is the paper's)."""
+    return default_registry().names("sampler")
+
+
+def get_sampler(name: str, **options: Any) -> Any:
+    """Build the sampler ``name`` with its ``options`` (e.g. ``get_sampler("maskgit", choice_temperature=1.0)``).
+
+    An unknown name raises ``KeyError`` listing the registered ones; an option the sampler does not take is an
+    :class:`~magvit.errors.InputError` naming the options it takes.
+    """
+    entry = default_registry().entry("sampler", name)
+    try:
+        return entry.factory(**options)
+    except TypeError as exc:
+        taken = ", ".join(_option_names(entry.factory)) or "none"
+        raise InputError(f"sampler {name!r} cannot take the options {sorted(options)} ({exc}); its options: "
+                         f"{taken}") from None
+
+
+def _option_names(factory: Callable[..., Any]) -> list[str]:
+    """The keyword arguments ``factory`` takes (the fields of an attrs class)."""
+    if attrs.has(factory):
+        return [f.name for f in attrs.fields(factory) if f.init]
+    return [p.name for p in inspect.signature(factory).parameters.values() if p.kind is not p.VAR_KEYWORD]
 
 
 def pipeline_names() -> list[str]:

@@ -21,7 +21,6 @@ Two baselines of the paper share the module:
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,8 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from magvit.dropout import Dropout, attention_with_dropout
+from magvit import kernels
+from magvit.config import option_names, register_to_config
 from magvit.errors import InputError
+from magvit.kernels.dropout import Dropout, attention_with_dropout
 from magvit.limits import check_bool, check_int, check_number, check_parameter_count
 
 __all__ = ["PRESETS", "KVCache", "MaskedTransformer", "TransformerSize", "Vocabulary", "count_parameters"]
@@ -205,7 +206,9 @@ class KVCache:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention through ``scaled_dot_product_attention``."""
+    """Multi-head self-attention through ``scaled_dot_product_attention``; in training with attention dropout
+    and no attention mask, through :func:`~magvit.kernels.dropout.attention_with_dropout` when ``cpu_dropout``
+    (:func:`magvit.kernels.current` when built)."""
 
     def __init__(self, hidden_size: int, num_heads: int, attention_dropout: float) -> None:
         super().__init__()
@@ -213,6 +216,7 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
         self.attention_dropout = attention_dropout
+        self.cpu_dropout = kernels.current().cpu_dropout
 
     def forward(self, x: Tensor, causal: bool = False, cache: tuple[KVCache, int] | None = None) -> Tensor:
         b, s, d = x.shape
@@ -229,7 +233,7 @@ class SelfAttention(nn.Module):
                 mask = keys[None] <= torch.arange(start, start + s, device=x.device)[:, None]
             causal = False
         drop = self.attention_dropout if self.training else 0.0
-        if drop > 0 and x.device.type == "cpu" and mask is None:
+        if drop > 0 and self.cpu_dropout and mask is None:
             out = attention_with_dropout(q, k, v, drop, causal)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal)
@@ -240,8 +244,8 @@ class FeedForward(nn.Module):
     """BERT's MLP ``W2 gelu_tanh(W1 x)`` then dropout; parameters ``fc1``/``fc2``.
 
     Written here rather than taken from ``timm.layers.Mlp`` (same parameter names, so checkpoints are
-    unchanged): importing timm imports torchvision, torch._dynamo and sympy, which costs ~200 MB of
-    resident memory in every generating process (generation's budget is 1.5 GB, see benchmarks/README.md).
+    unchanged): importing timm imports torchvision, torch._dynamo and sympy, resident memory that every
+    generating process would carry against generation's memory budget (both figures: benchmarks/README.md).
     """
 
     def __init__(self, hidden_size: int, mlp_dim: int, dropout: float) -> None:
@@ -303,9 +307,11 @@ class MaskedTransformer(nn.Module):
         prefix_condition: add the condition-segment embedding used by the prefix-condition baseline.
         init_seed: seed of the truncated-normal init.
 
-    ``self.config`` holds all constructor arguments, so ``MaskedTransformer(**model.config)`` rebuilds it.
+    ``self.config`` holds all constructor arguments (:func:`magvit.config.register_to_config`), so
+    ``MaskedTransformer(**model.config)`` rebuilds it.
     """
 
+    @register_to_config
     def __init__(
         self,
         codebook_size: int,
@@ -326,21 +332,6 @@ class MaskedTransformer(nn.Module):
         _check_arguments(codebook_size, num_classes, prompts, num_tokens, num_layers, hidden_size, num_heads,
                          mlp_dim, dropout, attention_dropout, causal, prefix_condition, init_seed)
         self.vocab = Vocabulary(codebook_size, num_classes, tuple(prompts))
-        self.config: dict[str, Any] = {
-            "codebook_size": codebook_size,
-            "num_classes": num_classes,
-            "prompts": list(self.vocab.prompts),
-            "num_tokens": num_tokens,
-            "num_layers": num_layers,
-            "hidden_size": hidden_size,
-            "num_heads": num_heads,
-            "mlp_dim": mlp_dim,
-            "dropout": dropout,
-            "attention_dropout": attention_dropout,
-            "causal": causal,
-            "prefix_condition": prefix_condition,
-            "init_seed": init_seed,
-        }
         size = TransformerSize(num_layers, hidden_size, num_heads, mlp_dim)
         self.num_tokens = num_tokens
         self.causal = causal
@@ -360,7 +351,7 @@ class MaskedTransformer(nn.Module):
         if not isinstance(config, Mapping):
             raise InputError(f"a transformer config must be a mapping of constructor arguments, got "
                              f"{type(config).__name__}")
-        known = list(inspect.signature(cls.__init__).parameters)[1:]
+        known = option_names(cls) or []
         unknown = sorted(str(k) for k in config if k not in known)
         if unknown:
             raise InputError(f"unknown transformer option {unknown[0]!r}; known: {', '.join(known)}")

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from magvit.data.video_io import write_video
+
 GUTTER = 2
 
 
@@ -34,8 +36,6 @@ def video_grid(columns: Sequence[Tensor], gutter: int = GUTTER) -> Tensor:
 
 def save_video_grid(columns: Sequence[Tensor], path: str | Path, fps: int = 8, scale: int = 1) -> Path:
     """Write :func:`video_grid` to ``path`` (``.gif`` or ``.mp4``), atomically; ``scale`` enlarges pixels."""
-    from magvit.data.video_io import write_video
-
     frames = video_grid(columns)
     if scale > 1:
         frames = frames.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)

@@ -1,6 +1,8 @@
 """Shared fixtures. Nothing in the suite may reach a hub."""
 
 import os
+import textwrap
+from importlib.metadata import EntryPoint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -25,3 +27,15 @@ def ramp_video(batch: int, frames: int, size: int) -> torch.Tensor:
 @pytest.fixture
 def ramp():
     return ramp_video
+
+
+@pytest.fixture
+def plugin_dir(tmp_path, monkeypatch):
+    """``write(module, body)``: a plugin module on ``sys.path`` and its ``"magvit"`` entry point."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(module: str, body: str) -> EntryPoint:
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(body))
+        return EntryPoint(name=module, value=module, group="magvit")
+
+    return write

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from magvit.cli import fit_parser
+from magvit.train.fit_config import fit_parser
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DATA = sorted(CONFIGS.glob("data/*.yaml"))

@@ -1,13 +1,15 @@
-"""Decoders: Algorithm 1's schedule and invariants, MaskGIT, autoregressive with a KV cache."""
+"""The decoding loop with the built-in samplers: Algorithm 1's schedule and invariants, MaskGIT, guidance;
+autoregressive decoding with a KV cache."""
 
 import pytest
 import torch
 
-from magvit.decoding import autoregressive_decode, commit_decode, maskgit_decode
+from magvit.decoding import autoregressive_decode, decode
 from magvit.errors import InputError
 from magvit.masking import CosineSchedule
 from magvit.objective import ObjectiveConfig, token_loss
 from magvit.registry import get_task
+from magvit.samplers import CommitSampler, MaskGITSampler
 from magvit.transformer import MaskedTransformer
 from tests.helpers import RecordingModel
 
@@ -39,7 +41,7 @@ def test_commit_schedule_counts_for_1024_tokens():
     model = model_for(1024)
     z, mask = condition(2, 1024)
     steps, kw = record()
-    out = commit_decode(model, model.vocab.prompt_id("fp"), model.vocab.class_id(None), z, mask,
+    out = decode(model, CommitSampler(), model.vocab.prompt_id("fp"), model.vocab.class_id(None), z, mask,
                         generator=torch.Generator().manual_seed(0), **kw)
     assert [int(s.unknown[0].sum()) for s in steps] == COSINE_1024
     assert [int(s.unknown[1].sum()) for s in steps] == COSINE_1024
@@ -50,7 +52,7 @@ def test_committed_tokens_never_change_and_output_is_last_step():
     model = model_for(64)
     z, mask = condition(2, 64, seed=1)
     steps, kw = record()
-    out = commit_decode(model, model.vocab.prompt_id("fp"), model.vocab.class_id(None), z, mask,
+    out = decode(model, CommitSampler(), model.vocab.prompt_id("fp"), model.vocab.class_id(None), z, mask,
                         generator=torch.Generator().manual_seed(1), **kw)
     assert torch.equal(steps[-1].tokens, out)
     for earlier, later in zip(steps, steps[1:]):
@@ -65,7 +67,7 @@ def test_condition_tokens_reinserted_at_masked_condition_positions():
     v = spy.model.vocab
     z, mask = condition(2, 64, seed=2, fraction=0.5)
     steps, kw = record()
-    commit_decode(spy, v.prompt_id("fp"), v.class_id(None), z, mask, generator=torch.Generator().manual_seed(2), **kw)
+    decode(spy, CommitSampler(), v.prompt_id("fp"), v.class_id(None), z, mask, generator=torch.Generator().manual_seed(2), **kw)
     assert len(spy.calls) == 12
     first = spy.calls[0]["inputs"]
     assert torch.equal(first[mask], z[mask]) and (first[~mask] == v.mask_id).all()
@@ -84,19 +86,19 @@ def test_same_seed_same_tokens_and_grid_shape_kept():
     z, mask = condition(2, 32, seed=3)
     grid_z, grid_mask = z.view(2, 2, 4, 4), mask.view(2, 2, 4, 4)
     args = (model, model.vocab.prompt_id("fp"), model.vocab.class_id(None), grid_z, grid_mask)
-    a = commit_decode(*args, generator=torch.Generator().manual_seed(7))
-    b = commit_decode(*args, generator=torch.Generator().manual_seed(7))
-    c = commit_decode(*args, generator=torch.Generator().manual_seed(8))
+    a = decode(args[0], CommitSampler(), *args[1:], generator=torch.Generator().manual_seed(7))
+    b = decode(args[0], CommitSampler(), *args[1:], generator=torch.Generator().manual_seed(7))
+    c = decode(args[0], CommitSampler(), *args[1:], generator=torch.Generator().manual_seed(8))
     assert a.shape == (2, 2, 4, 4) and torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_unconditional_batch_needs_batch_size():
     model = model_for(32)
-    out = commit_decode(model, model.vocab.prompt_id("cg"), torch.tensor([16, 17]), batch_size=2, steps=4,
+    out = decode(model, CommitSampler(), model.vocab.prompt_id("cg"), torch.tensor([16, 17]), batch_size=2, steps=4,
                         generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 32)
     with pytest.raises(InputError, match="batch_size"):
-        commit_decode(model, 0, 16, generator=torch.Generator())
+        decode(model, CommitSampler(), 0, 16, generator=torch.Generator())
 
 
 def test_classifier_free_guidance_uncond_pass():
@@ -104,7 +106,7 @@ def test_classifier_free_guidance_uncond_pass():
     v = spy.model.vocab
     z, mask = condition(1, 32, seed=4, fraction=0.5)
     steps, kw = record()
-    commit_decode(spy, v.prompt_id("fp"), v.class_id(1), z, mask, guidance_scale=2.0, steps=4,
+    decode(spy, CommitSampler(), v.prompt_id("fp"), v.class_id(1), z, mask, guidance_scale=2.0, steps=4,
                   generator=torch.Generator().manual_seed(0), **kw)
     for call, before in zip(spy.calls, [None, *steps]):
         inputs, label = call["inputs"], call["label"]
@@ -112,9 +114,9 @@ def test_classifier_free_guidance_uncond_pass():
         unknown = torch.ones(1, 32, dtype=torch.bool) if before is None else before.unknown
         assert (inputs[1][unknown[0]] == v.mask_id).all()  # uncond pass: no z~ at all
         assert torch.equal(inputs[1][~unknown[0]], inputs[0][~unknown[0]])
-    plain = commit_decode(spy.model, v.prompt_id("fp"), v.class_id(1), z, mask, steps=4,
+    plain = decode(spy.model, CommitSampler(), v.prompt_id("fp"), v.class_id(1), z, mask, steps=4,
                           generator=torch.Generator().manual_seed(0))
-    off = commit_decode(spy.model, v.prompt_id("fp"), v.class_id(1), z, mask, steps=4, guidance_scale=0.0,
+    off = decode(spy.model, CommitSampler(), v.prompt_id("fp"), v.class_id(1), z, mask, steps=4, guidance_scale=0.0,
                         generator=torch.Generator().manual_seed(0))
     assert torch.equal(plain, off)
 
@@ -125,8 +127,8 @@ def test_maskgit_keeps_condition_and_counts_against_unknown_at_start():
     mask = torch.zeros(1, 1024, dtype=torch.bool)
     mask[:, :256] = True  # 768 unknown at the start
     steps, kw = record()
-    out = maskgit_decode(model, model.vocab.prompt_id("fp"), model.vocab.class_id(None), z, mask,
-                         generator=torch.Generator().manual_seed(0), schedule=CosineSchedule(), **kw)
+    out = decode(model, MaskGITSampler(schedule=CosineSchedule()), model.vocab.prompt_id("fp"),
+                 model.vocab.class_id(None), z, mask, generator=torch.Generator().manual_seed(0), **kw)
     # floor(768 * cos(pi/2 * k/12)), strict cut-off: exactly that many re-masked
     assert [int(s.unknown.sum()) for s in steps] == [761, 741, 709, 665, 609, 543, 467, 384, 293, 198, 100, 0]
     assert torch.equal(out[mask], z[mask])
@@ -137,18 +139,18 @@ def test_decoders_reject_wrong_model_and_input():
     bidir, causal = model_for(32), model_for(32, causal=True)
     z, mask = condition(1, 32)
     g = torch.Generator()
-    with pytest.raises(InputError, match="bidirectional"):
-        commit_decode(causal, causal.vocab.prompt_id("fp"), 16, z, mask, generator=g)
+    with pytest.raises(InputError, match="'commit' sampler decodes with a bidirectional model"):
+        decode(causal, CommitSampler(), causal.vocab.prompt_id("fp"), 16, z, mask, generator=g)
     with pytest.raises(InputError, match="causal model"):
         autoregressive_decode(bidir, bidir.vocab.prompt_id("fp"), 16, z, mask, generator=g)
     with pytest.raises(InputError, match="cond_mask must be bool"):
-        commit_decode(bidir, bidir.vocab.prompt_id("fp"), 16, z, mask[:, :16], generator=g)
+        decode(bidir, CommitSampler(), bidir.vocab.prompt_id("fp"), 16, z, mask[:, :16], generator=g)
     with pytest.raises(InputError, match="N=32"):
-        commit_decode(bidir, bidir.vocab.prompt_id("fp"), 16, z[:, :16], mask[:, :16], generator=g)
+        decode(bidir, CommitSampler(), bidir.vocab.prompt_id("fp"), 16, z[:, :16], mask[:, :16], generator=g)
     with pytest.raises(InputError, match="cond_mask .* is required"):
-        commit_decode(bidir, bidir.vocab.prompt_id("fp"), 16, z, generator=g)
+        decode(bidir, CommitSampler(), bidir.vocab.prompt_id("fp"), 16, z, generator=g)
     with pytest.raises(InputError, match="steps"):
-        commit_decode(bidir, bidir.vocab.prompt_id("fp"), 16, z, mask, generator=g, steps=0)
+        decode(bidir, CommitSampler(), bidir.vocab.prompt_id("fp"), 16, z, mask, generator=g, steps=0)
 
 
 # -- autoregressive ------------------------------------------------------------------------------------------

@@ -1,11 +1,15 @@
 """The shipped code, configs and docs cite only what a reader of the repository can open: every Markdown file
-they name is in the repository, and no path climbs out of it."""
+they name is in the repository, and no path climbs out of it. Their Python examples run as printed."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKDOWN = re.compile(r"[A-Za-z0-9_./-]+\.md\b")
@@ -50,3 +54,20 @@ def test_the_check_finds_a_file_outside_the_repository():
     assert _cited_outside("see docs/reliability.md and README.md", known) == []
     assert _cited_outside("the team's notes (NOTES.md)", known) == ["NOTES.md"]
     assert _cited_outside("as in ../elsewhere/spec.txt", known) == ["../"]
+
+
+def python_blocks(path: Path) -> list[str]:
+    """The ```python blocks of a Markdown file."""
+    return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+
+
+DOCS_WITH_CODE = [p for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))] if python_blocks(p)]
+
+
+@pytest.mark.parametrize("path", DOCS_WITH_CODE, ids=lambda p: p.name)
+def test_python_blocks_run_as_printed(path, tmp_path):
+    """Each Python example of the README and docs/ runs as printed, in an empty folder."""
+    for block in python_blocks(path):
+        proc = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert proc.returncode == 0, f"{path.name}: example failed\n{block}\n{proc.stderr[-3000:]}"

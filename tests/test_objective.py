@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from magvit.decoding import commit_decode
+from magvit.batch import ClipBatch
+from magvit.decoding import decode
+from magvit.samplers import CommitSampler
 from magvit.errors import InputError
 from magvit.masking import LossWeights, task_token_mask
 from magvit.objective import (
@@ -140,7 +142,7 @@ def test_loss_weights_and_baseline_methods():
     m = only_mask.masked.masked
     assert torch.equal(only_mask.masked.weights, (m & ~mask).float())
     latent = token_loss(spy, tokens, cond, mask, None, task, torch.Generator().manual_seed(7),
-                        ObjectiveConfig(method="latent"))
+                        ObjectiveConfig(method="maskgit"))
     x = spy.calls[-1]["inputs"]
     assert torch.equal(x[mask], cond[mask])  # condition always given (MaskGIT latent masking)
     prefix = token_loss(spy, tokens, cond, mask, None, task, torch.Generator().manual_seed(7),
@@ -203,6 +205,57 @@ def test_objective_tokenizes_video_and_condition_in_one_call():
     assert analytic.tokenize(video, analytic.tasks[0]).cond_mask.all()  # the hand-set latent frames
 
 
+def test_the_objective_tokenises_only_what_the_batch_lacks():
+    """A batch that carries a task's tokens (token shards) is used as it is; the tokens it lacks come from its
+    video, in one encoder call; a batch with neither is refused."""
+    tok = PaletteTokenizer((2, 2, 2), levels=2)
+    fp, opc, cg = build_tasks(["fp", "opc", "cg"])
+    obj = MultiTaskObjective(tok, [fp, opc, cg], seed=0)
+    video = moving_square_clip(batch=2)
+    expected = {t.name: obj.tokenize(video, t) for t in (fp, opc, cg)}
+    grid = (2, 2, 4, 4)  # [B, t, h, w] of the 4x8x8 clips under 2x2x2 supervoxels
+    batch = ClipBatch(label=torch.tensor([0, 1]), keys=["a", "b"], video=video,
+                      tokens=expected["fp"].tokens.reshape(grid),
+                      cond_tokens={"fp": expected["fp"].cond_tokens.reshape(grid)},
+                      cond_mask={"fp": expected["fp"].cond_mask.reshape(grid)})
+    calls = tok.encode_calls
+    for task in (fp, cg):  # cached: fp's condition is stored, cg needs only the ground truth
+        got = obj.tokens_for(batch, task)
+        assert torch.equal(got.tokens, expected[task.name].tokens), task.name
+        assert torch.equal(got.cond_mask, expected[task.name].cond_mask), task.name
+    assert torch.equal(obj.tokens_for(batch, fp).cond_tokens, expected["fp"].cond_tokens)
+    assert obj.tokens_for(batch, cg).cond_tokens is None and tok.encode_calls == calls
+    got = obj.tokens_for(batch, opc)  # no opc condition in the batch: tokenised from its video
+    assert tok.encode_calls == calls + 1
+    assert all(torch.equal(getattr(got, k), getattr(expected["opc"], k)) for k in ("tokens", "cond_tokens", "cond_mask"))
+    tokens_only = ClipBatch(label=batch.label, keys=batch.keys, tokens=batch.tokens)
+    with pytest.raises(InputError, match="task 'opc': the batch holds neither its tokens nor video to tokenise"):
+        obj.tokens_for(tokens_only, opc)
+
+
+def test_the_loss_of_a_batch_with_tokens_is_the_loss_of_its_video():
+    tok = PaletteTokenizer((2, 2, 2), levels=2)
+    tasks = build_tasks(["fp", "opc", "ipc", "cg"])
+    obj = MultiTaskObjective(tok, tasks, seed=0)
+    video, labels = moving_square_clip(batch=2), torch.tensor([0, 1])
+    clips = ClipBatch(label=labels, keys=["a", "b"], video=video)
+    grid = (2, 2, 4, 4)
+    cached = {t.name: obj.tokenize(video, t) for t in tasks if t.needs_video}
+    tokens = ClipBatch(label=labels, keys=["a", "b"], tokens=obj.tokenize(video, tasks[3]).tokens.reshape(grid),
+                       cond_tokens={n: c.cond_tokens.reshape(grid) for n, c in cached.items()},
+                       cond_mask={n: c.cond_mask.reshape(grid) for n, c in cached.items()})
+    model = tiny().eval()
+    first_step = {}
+    for step in range(len(obj.cycle)):
+        first_step.setdefault(obj.task_for_step(step).name, step)
+    assert sorted(first_step) == ["cg", "fp", "ipc", "opc"]
+    for step in first_step.values():
+        with torch.no_grad():
+            a = obj(model, clips, step, torch.Generator().manual_seed(step))
+            b = obj(model, tokens, step, torch.Generator().manual_seed(step))
+        assert a.task == b.task and torch.equal(a.loss, b.loss) and torch.equal(a.per_example, b.per_example)
+
+
 def test_multitask_training_reproduces_clips_from_their_condition():
     """Learning test: two clips, four tasks; COMMIT decoding recovers each clip from its condition."""
     tok = PaletteTokenizer((2, 2, 2), levels=2)
@@ -214,8 +267,9 @@ def test_multitask_training_reproduces_clips_from_their_condition():
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, betas=(0.9, 0.96))
     g = torch.Generator().manual_seed(0)
     losses = []
+    clips = ClipBatch(label=labels, keys=[str(i) for i in range(8)], video=video)
     for step in range(300):
-        out = obj(model, video, labels, step, g)
+        out = obj(model, clips, step, g)
         opt.zero_grad()
         out.loss.backward()
         opt.step()
@@ -227,7 +281,7 @@ def test_multitask_training_reproduces_clips_from_their_condition():
         batch = obj.tokenize(video, task)
         assert (batch.tokens[0] != batch.tokens[4]).sum() > 20  # the two clips really differ
         label = v.class_ids(labels if task.uses_class else None, 8)
-        gen = commit_decode(model, v.prompt_id(task.prompt), label, batch.cond_tokens,
+        gen = decode(model, CommitSampler(), v.prompt_id(task.prompt), label, batch.cond_tokens,
                             batch.cond_mask if batch.cond_tokens is not None else None,
                             batch_size=8, generator=torch.Generator().manual_seed(1))
         accuracy = (gen == batch.tokens).float().mean().item()

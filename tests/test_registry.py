@@ -1,7 +1,5 @@
 """The pluggy registry: built-ins, entry points, error paths (README "Writing a plugin")."""
 
-import textwrap
-from importlib.metadata import EntryPoint
 
 import pluggy
 import pytest
@@ -38,17 +36,6 @@ def test_unknown_name_lists_known():
 
 def test_task_kwargs_reach_constructor():
     assert registry.get_task("fp", cond_frames=5).cond_frames == 5
-
-
-@pytest.fixture
-def plugin_dir(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path))
-
-    def write(module: str, body: str) -> EntryPoint:
-        (tmp_path / f"{module}.py").write_text(textwrap.dedent(body))
-        return EntryPoint(name=module, value=module, group="magvit")
-
-    return write
 
 
 def test_duplicate_name_keeps_first_and_names_both_plugins(plugin_dir):

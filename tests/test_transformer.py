@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from magvit import kernels
 from magvit.errors import InputError
 from magvit.transformer import MaskedTransformer, Vocabulary, count_parameters
 
@@ -223,11 +224,12 @@ def test_cache_needs_causal_model_and_room():
         model.step(torch.zeros(1, 15, dtype=torch.long), cache)
 
 
-# -- dropout in CPU training (magvit/dropout.py has its own tests) ---------------------------------
+# -- dropout in CPU training (magvit/kernels/dropout.py has its own tests) -------------------------
 
 
 def test_cpu_training_uses_attention_dropout_and_is_seeded():
-    model = small(num_layers=1, attention_dropout=0.5).train()
+    with kernels.override(cpu_dropout=True):
+        model = small(num_layers=1, attention_dropout=0.5).train()
     x = torch.randint(0, 16, (2, 12))
     runs = []
     for _ in range(2):

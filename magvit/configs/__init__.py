@@ -53,11 +53,6 @@ def shipped_configs() -> list[ShippedConfig]:
     return [ShippedConfig(p.relative_to(root).with_suffix("").as_posix(), p, _summary(p)) for p in paths]
 
 
-def config_names() -> list[str]:
-    """The names of the shipped configs (``tiny/tokenizer``, ...)."""
-    return [c.name for c in shipped_configs()]
-
-
 def _as_name(value: str) -> str:
     name = value.replace("\\", "/").strip("/")
     if name.startswith("configs/"):

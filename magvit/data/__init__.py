@@ -8,14 +8,15 @@ Conventions (the same throughout magvit): uint8 ``[T, H, W, 3]`` frames at the I
 * :func:`write_shards` -- a folder of videos -> shards + meta.json (:mod:`.ingest`)
 * :func:`write_synthetic` / :func:`synthetic_clips` -- the built-in labelled moving-shapes data (:mod:`.synthetic`);
   :func:`write_synthetic_videos` writes them as a folder of video files
-* :func:`make_loader` / :func:`make_eval_loader` -> :class:`VideoBatch` batches (:mod:`.reader`)
+* :func:`make_loader` / :func:`make_eval_loader` -> :class:`ShardLoader` of :class:`~magvit.batch.ClipBatch`
+  batches (:mod:`.reader`)
 * :func:`inspect_shards` / :func:`write_sample_grid` (:mod:`.inspect`), :func:`save_clip_grid` (:mod:`.grid`)
 """
 
 from magvit.data.grid import clip_grid, save_clip_grid
 from magvit.data.ingest import IngestReport, find_videos, write_shards
 from magvit.data.inspect import ShardReport, inspect_shards, write_sample_grid
-from magvit.data.reader import ReadReport, SkippedSample, VideoBatch, VideoLoader, make_eval_loader, make_loader
+from magvit.data.reader import ReadReport, ShardLoader, SkippedSample, make_eval_loader, make_loader
 from magvit.data.shard_format import DatasetMeta, SkippedFile, read_meta
 from magvit.data.synthetic import SyntheticReport, SyntheticSpec, synthetic_clips, write_synthetic, write_synthetic_videos
 from magvit.data.video_io import VideoReadError, frames_to_video, read_video, video_to_frames, write_video
@@ -24,13 +25,12 @@ __all__ = [
     "DatasetMeta",
     "IngestReport",
     "ReadReport",
+    "ShardLoader",
     "ShardReport",
     "SkippedFile",
     "SkippedSample",
     "SyntheticReport",
     "SyntheticSpec",
-    "VideoBatch",
-    "VideoLoader",
     "VideoReadError",
     "clip_grid",
     "find_videos",

@@ -1,4 +1,4 @@
-"""Streaming clip shards into training and evaluation batches with webdataset.
+"""Streaming shards into training and evaluation batches (:class:`~magvit.batch.ClipBatch`) with webdataset.
 
 The pipeline (one per epoch, built from webdataset's own stages)::
 
@@ -7,7 +7,11 @@ The pipeline (one per epoch, built from webdataset's own stages)::
       -> shard_samples(handler=recorder)                   (local files only; webdataset's tar parsing)
       -> wds.shuffle(buffer, rng seeded by (seed, epoch, rank, worker))
       -> wds.map(decode, handler=recorder)
-      -> wds.batched(batch_size, collate -> VideoBatch)
+      -> wds.batched(batch_size, collate -> rows)          (the consumer makes each a ClipBatch)
+
+What a sample holds is the loader's :class:`SampleCodec`: clips here (:func:`make_loader`), tokens for the
+token cache (:func:`magvit.train.token_cache.make_token_loader`); every other stage is shared, so both
+shuffle, split and resume alike.
 
 Modes:
 
@@ -24,7 +28,7 @@ Modes:
   steps.
 
 Resume: the order of everything is a pure function of ``(seed, epoch, rank, worker, num_workers)``.
-``iter(loader)`` uses :attr:`VideoLoader.epoch` and then advances it; a resumed run passes
+``iter(loader)`` uses :attr:`ShardLoader.epoch` and then advances it; a resumed run passes
 ``start_epoch`` = the epoch it stopped in (finite mode: that epoch is replayed from its start, in the
 same order) or, for a resampled stream, any counter it checkpointed (e.g. the number of completed
 ``batches_per_epoch`` blocks), which gives a fresh but reproducible continuation.
@@ -32,7 +36,7 @@ same order) or, for a resampled stream, any counter it checkpointed (e.g. the nu
 Corrupt data never stops an epoch: unreadable shards, truncated tars and undecodable samples are handed to
 a :class:`SkipRecorder` (a webdataset handler), which records *what* (shard, key) and *why*, once per
 lost sample (a tar cut inside a sample is that sample, named); the skips travel with the stream (also out
-of worker processes) and are collected in :attr:`VideoLoader.report`. An epoch that yields no sample at
+of worker processes) and are collected in :attr:`ShardLoader.report`. An epoch that yields no sample at
 all is an error.
 
 Only data is read: shard paths must be local (:func:`magvit.data.paths.local_path`; webdataset's ``pipe:``
@@ -54,7 +58,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import numpy as np
@@ -62,6 +66,7 @@ import torch
 import webdataset as wds
 from torch import Tensor
 
+from magvit.batch import ClipBatch
 from magvit.data.paths import local_path
 from magvit.data.shard_format import CLIP_EXT, LABEL_EXT, list_shard_files, read_meta
 from magvit.data.video_io import frames_to_video
@@ -69,10 +74,12 @@ from magvit.errors import InputError, MagvitError
 
 __all__ = [
     "ReadReport",
+    "Rows",
+    "SampleCodec",
+    "ShardLoader",
     "SkipRecorder",
     "SkippedSample",
-    "VideoBatch",
-    "VideoLoader",
+    "check_loader_options",
     "decode_clip",
     "make_eval_loader",
     "make_loader",
@@ -81,27 +88,30 @@ __all__ = [
 ]
 
 
+class Rows(Protocol):
+    """A collated batch still in its storage dtypes (uint8 frames, int16 tokens): what leaves a worker
+    process, a quarter of the float batch or less. The consumer makes it a :class:`~magvit.batch.ClipBatch`."""
+
+    label: Tensor
+
+    def to_batch(self) -> ClipBatch: ...
+
+
 @attrs.frozen
-class VideoBatch:
-    """A batch of clips.
+class SampleCodec:
+    """What a loader reads from each shard sample.
 
     Attributes:
-        video: float ``[B, 3, T, H, W]`` in [0, 1] (contiguous).
-        label: long ``[B]`` class indices.
-        keys: the ``__key__`` of each sample (unique within a dataset).
+        decode: raw sample (``{"__key__", "__url__", "<ext>": bytes}``) -> item; raises
+            :class:`CorruptSample` for a sample it cannot read (the sample is skipped and reported).
+        collate: a list of items -> :class:`Rows`.
+
+    Both are module-level callables or instances of module-level classes, so that the pipeline pickles into
+    DataLoader worker processes.
     """
 
-    video: Tensor
-    label: Tensor
-    keys: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.label)
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> VideoBatch:
-        return VideoBatch(
-            self.video.to(device, non_blocking=non_blocking), self.label.to(device, non_blocking=non_blocking), self.keys
-        )
+    decode: Callable[[dict[str, Any]], Any]
+    collate: Callable[[list[Any]], Rows]
 
 
 @attrs.frozen
@@ -241,8 +251,8 @@ class _FrameBatch:
     label: Tensor
     keys: tuple[str, ...]
 
-    def to_video_batch(self) -> VideoBatch:
-        return VideoBatch(frames_to_video(self.frames), self.label, self.keys)
+    def to_batch(self) -> ClipBatch:
+        return ClipBatch(label=self.label, keys=self.keys, video=frames_to_video(self.frames))
 
 
 def collate_clips(samples: list[dict[str, Any]]) -> _FrameBatch:
@@ -280,7 +290,7 @@ def _seeded_shuffle(src: Iterator[Any], bufsize: int, initial: int, seed: int, e
     return wds.shuffle(bufsize, initial, rng=rng)(src)
 
 
-def _with_notices(src: Iterator[_FrameBatch], recorder: SkipRecorder) -> Iterator[_FrameBatch | _SkipNotice]:
+def _with_notices(src: Iterator[Rows], recorder: SkipRecorder) -> Iterator[Rows | _SkipNotice]:
     for batch in src:
         pending = recorder.drain()
         if pending:
@@ -339,8 +349,13 @@ def resolve_shards(source: str | os.PathLike[str] | Sequence[str]) -> _Source:
 
 
 @attrs.define
-class VideoLoader:
-    """An iterable of :class:`VideoBatch`; each ``iter()`` is one epoch (see the module docstring)."""
+class ShardLoader:
+    """An iterable of :class:`~magvit.batch.ClipBatch`; each ``iter()`` is one epoch (see the module docstring).
+
+    ``codec`` says what a sample holds (clips: :func:`make_loader`; tokens:
+    :func:`magvit.train.token_cache.make_token_loader`); shard order, splitting, shuffling and skipping are
+    the same for every codec.
+    """
 
     source: _Source
     batch_size: int
@@ -351,6 +366,7 @@ class VideoLoader:
     batches_per_epoch: int | None
     drop_last: bool
     shuffle_buffer: int
+    codec: SampleCodec
     epoch: int = 0
     _samples: int = 0
     _batches: int = 0
@@ -379,26 +395,21 @@ class VideoLoader:
         if self.shuffle:
             initial = min(self.shuffle_buffer, max(1, self.shuffle_buffer // 10))
             stages.append(wds.pipelinefilter(_seeded_shuffle)(self.shuffle_buffer, initial, self.seed, epoch))
-        decoder, collate = self.decoder()
         stages += [
-            wds.map(decoder, handler=recorder),
-            wds.batched(self.batch_size, collation_fn=collate, partial=not self.drop_last),
+            wds.map(self.codec.decode, handler=recorder),
+            wds.batched(self.batch_size, collation_fn=self.codec.collate, partial=not self.drop_last),
             wds.pipelinefilter(_with_notices)(recorder),
         ]
         return wds.DataPipeline(*stages)
 
-    def decoder(self) -> tuple[Callable[[dict], Any], Callable[[list], Any]]:
-        """How a raw sample becomes an item and items a batch; subclasses (token shards) override only this."""
-        return _ClipDecoder(self.source.clip_shape, self.source.num_classes), collate_clips
-
-    def _stream(self, epoch: int) -> Iterator[_FrameBatch | _SkipNotice]:
+    def _stream(self, epoch: int) -> Iterator[Rows | _SkipNotice]:
         pipeline = self.pipeline(epoch)
         if self.num_workers == 0:
             return iter(pipeline)
         loader = wds.WebLoader(pipeline, batch_size=None, shuffle=False, num_workers=self.num_workers)
         return iter(loader)
 
-    def __iter__(self) -> Iterator[VideoBatch]:
+    def __iter__(self) -> Iterator[ClipBatch]:
         epoch, self.epoch = self.epoch, self.epoch + 1
         delivered = 0
         for item in self._stream(epoch):
@@ -408,7 +419,7 @@ class VideoLoader:
             delivered += 1
             self._batches += 1
             self._samples += len(item.label)
-            yield item.to_video_batch()
+            yield item.to_batch()
             if self.batches_per_epoch is not None and delivered >= self.batches_per_epoch:
                 return
         if delivered == 0:
@@ -435,8 +446,9 @@ def make_loader(
     drop_last: bool = False,
     shuffle_buffer: int = 1000,
     start_epoch: int = 0,
-) -> VideoLoader:
-    """A loader of :class:`VideoBatch` (float video ``[B, 3, T, H, W]`` in [0, 1], long label ``[B]``).
+) -> ShardLoader:
+    """A loader of :class:`~magvit.batch.ClipBatch` with ``video`` (float ``[B, 3, T, H, W]`` in [0, 1]) and
+    ``label`` (long ``[B]``).
 
     Args:
         source: a dataset folder (with ``meta.json``; clip shape and labels are then validated), a shard
@@ -455,16 +467,10 @@ def make_loader(
         InputError: bad sizes, or ``resampled`` without ``batches_per_epoch``.
         MagvitError: the source has no dataset.
     """
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    if num_workers < 0 or shuffle_buffer < 1:
-        raise InputError(f"num_workers must be >= 0 and shuffle_buffer >= 1, got {num_workers} and {shuffle_buffer}")
-    if resampled and batches_per_epoch is None:
-        raise InputError("a resampled stream is infinite: pass batches_per_epoch (batches per iter(loader))")
-    if batches_per_epoch is not None and batches_per_epoch < 1:
-        raise InputError(f"batches_per_epoch must be >= 1 or None, got {batches_per_epoch}")
-    return VideoLoader(
-        source=resolve_shards(source),
+    check_loader_options(batch_size, num_workers, shuffle_buffer, resampled, batches_per_epoch)
+    source_info = resolve_shards(source)
+    return ShardLoader(
+        source=source_info,
         batch_size=batch_size,
         shuffle=shuffle,
         seed=seed,
@@ -473,13 +479,27 @@ def make_loader(
         batches_per_epoch=batches_per_epoch,
         drop_last=drop_last,
         shuffle_buffer=shuffle_buffer,
+        codec=SampleCodec(_ClipDecoder(source_info.clip_shape, source_info.num_classes), collate_clips),
         epoch=start_epoch,
     )
 
 
+def check_loader_options(batch_size: int, num_workers: int, shuffle_buffer: int, resampled: bool,
+                         batches_per_epoch: int | None) -> None:
+    """Refuse reader settings no loader can use (one :class:`InputError` naming the setting)."""
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if num_workers < 0 or shuffle_buffer < 1:
+        raise InputError(f"num_workers must be >= 0 and shuffle_buffer >= 1, got {num_workers} and {shuffle_buffer}")
+    if resampled and batches_per_epoch is None:
+        raise InputError("a resampled stream is infinite: pass batches_per_epoch (batches per iter(loader))")
+    if batches_per_epoch is not None and batches_per_epoch < 1:
+        raise InputError(f"batches_per_epoch must be >= 1 or None, got {batches_per_epoch}")
+
+
 def make_eval_loader(
     source: str | os.PathLike[str] | Sequence[str], batch_size: int, *, num_workers: int = 0
-) -> VideoLoader:
+) -> ShardLoader:
     """A held-out set read deterministically: no shuffling, every sample exactly once, last batch kept.
 
     Under torchrun each rank reads a disjoint subset of shards (together: all of them).

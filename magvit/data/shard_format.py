@@ -96,6 +96,18 @@ def _tuple_of(cls: type) -> Any:
     return lambda items: tuple(item if isinstance(item, cls) else cls(**item) for item in items)
 
 
+
+def record_from_json(cls: type[Any], text: str, fmt: str, version: int) -> Any:
+    """The attrs record ``cls`` of a ``meta.json`` text whose ``format`` and ``version`` must be ``fmt`` and
+    ``version`` (:class:`ValueError` otherwise); keys that are not fields of ``cls`` are ignored."""
+    body = json.loads(text)
+    if not isinstance(body, Mapping) or body.get("format") != fmt:
+        raise ValueError(f"not a {fmt} meta.json (format={body.get('format') if isinstance(body, Mapping) else None!r})")
+    if body.get("version") != version:
+        raise ValueError(f"format version {body.get('version')} is not supported (expected {version})")
+    fields = {f.name for f in attrs.fields(cls)}
+    return cls(**{k: v for k, v in body.items() if k in fields})
+
 @attrs.frozen
 class DatasetMeta:
     """The contents of ``meta.json``.
@@ -138,13 +150,7 @@ class DatasetMeta:
 
     @classmethod
     def from_json(cls, text: str) -> DatasetMeta:
-        body = json.loads(text)
-        if not isinstance(body, Mapping) or body.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} meta.json (format={body.get('format') if isinstance(body, Mapping) else None!r})")
-        if body.get("version") != FORMAT_VERSION:
-            raise ValueError(f"format version {body.get('version')} is not supported (expected {FORMAT_VERSION})")
-        fields = {f.name for f in attrs.fields(cls)}
-        return cls(**{k: v for k, v in body.items() if k in fields})
+        return record_from_json(cls, text, FORMAT, FORMAT_VERSION)
 
 
 def write_meta(folder: str | os.PathLike[str], meta: DatasetMeta) -> Path:

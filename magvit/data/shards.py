@@ -100,10 +100,6 @@ class ShardSink:
             )
         self._writer.write(sample)
 
-    @property
-    def num_samples(self) -> int:
-        return sum(s.num_clips for s in self.shards) + (self._writer.count if self._writer is not None else 0)
-
     def close(self) -> list[ShardInfo]:
         """Finish the last shard and return all completed shards."""
         if self._writer is not None:

@@ -37,6 +37,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from magvit.data.paths import local_path
 from magvit.data.shard_format import (
     CLIP_EXT,
     INFO_EXT,
@@ -47,6 +48,7 @@ from magvit.data.shard_format import (
     write_meta,
 )
 from magvit.data.shards import ShardSink, prepare_output_dir
+from magvit.data.video_io import write_video
 from magvit.errors import InputError, MagvitError
 
 __all__ = [
@@ -403,9 +405,6 @@ def write_synthetic_videos(
         MagvitError: ``out`` already holds files and ``overwrite`` is False.
         InputError: a non-positive count or an unknown suffix.
     """
-    from magvit.data.paths import local_path
-    from magvit.data.video_io import write_video
-
     if num_clips < 1:
         raise InputError(f"num_clips must be >= 1, got {num_clips}")
     if suffix not in VIDEO_SUFFIXES:

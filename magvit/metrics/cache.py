@@ -6,7 +6,6 @@ Weights never live in the repository: they are data, loaded from a local path.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -27,12 +26,3 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
 def default_i3d_path(override: str | os.PathLike[str] | None = None) -> Path:
     """Path of the converted Kinetics-400 I3D weights (``i3d_k400.safetensors`` in :func:`cache_dir`)."""
     return cache_dir(override) / I3D_FILENAME
-
-
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks so large weight files do not sit in memory twice."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -35,6 +35,7 @@ from torch import Tensor
 from magvit.metrics.fvd import FrechetVideoDistance
 from magvit.metrics.progress import Estimate, EvalProgress, clip_count, format_duration, plan_line
 from magvit.metrics.quality import MaskedPSNR, VideoPSNR, VideoSSIM
+from magvit.pipeline import sampler_spec
 from magvit.protocols import Task
 
 
@@ -80,6 +81,8 @@ class EvalReport:
     tasks: dict[str, TaskScores]
     paste_condition: bool
     fvd: dict[str, Any] | None
+    #: how the generations were decoded: the sampler spec ``{"name", "config"}`` and the number of steps
+    decoding: dict[str, Any] | None = None
 
     def average(self) -> dict[str, float | None]:
         """Mean of each score over tasks (paper Table 4's last column)."""
@@ -96,6 +99,7 @@ class EvalReport:
             "tasks": {k: attrs.asdict(v) for k, v in self.tasks.items()},
             "average": self.average(),
             "fvd_protocol": self.fvd,
+            "decoding": self.decoding,
         }
 
     def table(self) -> str:
@@ -183,6 +187,7 @@ def evaluate_tasks(
     fvd_extractor: torch.nn.Module | str | None = "i3d",
     paste_condition: bool = False,
     steps: int = 12,
+    sampler: str | None = None,
     seed: int = 0,
     max_clips: int | None = None,
     progress: bool = False,
@@ -193,11 +198,13 @@ def evaluate_tasks(
 
     Args:
         pipeline: a :class:`~magvit.pipeline.MagvitPipeline`.
-        batches: iterable of :class:`~magvit.data.VideoBatch` (e.g. ``make_eval_loader``).
+        batches: iterable of :class:`~magvit.batch.ClipBatch` with video (e.g. ``make_eval_loader``).
         tasks: task names (default: all of the pipeline's tasks).
         fvd_extractor: ``"i3d"`` (the Kinetics-400 I3D from the local cache), a module (its
             ``num_features`` attribute gives the feature size, default 400), or None to skip FVD.
         paste_condition: paste the condition pixels back before scoring (off in the paper).
+        steps: decoding steps.
+        sampler: the registered sampler to decode with (None: the model's own).
         max_clips: stop after this many clips.
         progress: on stderr, what will be done, a tqdm bar over clip-tasks (the phase in progress beside it)
             and the estimate of :class:`~magvit.metrics.progress.Estimate`.
@@ -208,6 +215,7 @@ def evaluate_tasks(
     """
     names = [t if isinstance(t, str) else t.name for t in (tasks or list(pipeline.tasks))]
     task_objs = [pipeline.task(n) for n in names]
+    decoder = pipeline.decoding_sampler(sampler)  # an unknown sampler is refused before any work
     num_clips = clip_count(batches, max_clips)
     show = EvalProgress(progress, None if num_clips is None else num_clips * (len(names) + 1))
 
@@ -266,7 +274,8 @@ def evaluate_tasks(
                 g = torch.Generator().manual_seed(seed + seen)
                 gen = pipeline.generate(task, video if task.needs_video else None,
                                         labels if task.uses_class else None,
-                                        steps=steps, generator=g, paste_condition=paste_condition)
+                                        steps=steps, generator=g, paste_condition=paste_condition,
+                                        sampler=decoder)
                 cond = task.condition(video) if task.needs_video else None
                 task_fvd = _score(metrics[name], pipeline.tokenizer, video, recon, cond, gen, real_feats, features)
                 fvd_seconds += task_fvd
@@ -318,7 +327,8 @@ def evaluate_tasks(
         protocol = {"weights_sha256": shared.weights_sha256, "extractor": type(shared.extractor).__name__,
                     "preprocessing": attrs.asdict(shared.preprocessing), "num_real": seen,
                     "num_fake_per_task": seen}
-    return EvalReport(_value(tok_psnr), scores, paste_condition, protocol)
+    decoding = {"sampler": sampler_spec(decoder), "steps": steps}
+    return EvalReport(_value(tok_psnr), scores, paste_condition, protocol, decoding)
 
 
 def _fvd_like(shared: FrechetVideoDistance) -> FrechetVideoDistance:

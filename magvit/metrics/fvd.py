@@ -27,6 +27,7 @@ from torchmetrics import Metric
 
 from magvit.errors import InputError, MagvitError
 from magvit.metrics.i3d import I3D
+from magvit.video import check_video
 
 ResizeMethod = Literal["tf1_bilinear", "half_pixel_bilinear"]
 REFERENCE_MIN_FRAMES = 9  # the original I3D head needs T >= 9 (videogvt/train_lib/frechet_distance.py)
@@ -91,18 +92,6 @@ def resize_frames(frames: Tensor, size: tuple[int, int], method: ResizeMethod) -
     if method == "half_pixel_bilinear":
         return F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=False)
     raise InputError(f"unknown resize method {method!r}; use 'tf1_bilinear' or 'half_pixel_bilinear'")
-
-
-def check_unit_video(video: Tensor, what: str = "video") -> None:
-    """A float ``[B, 3, T, H, W]`` tensor with values in [0, 1], else an :class:`InputError`."""
-    if not isinstance(video, Tensor) or video.dim() != 5 or video.shape[1] != 3:
-        shape = tuple(video.shape) if isinstance(video, Tensor) else type(video).__name__
-        raise InputError(f"{what} must be a float tensor [B, 3, T, H, W] in [0, 1]; got {shape}")
-    if not video.is_floating_point():
-        raise InputError(f"{what} must be float in [0, 1]; got dtype {video.dtype}. Use video.float() / 255.")
-    if video.numel() and (video.min() < 0 or video.max() > 1):
-        raise InputError(f"{what} values must lie in [0, 1]; got [{video.min().item():.4g}, "
-                         f"{video.max().item():.4g}]. Clamp with video.clamp(0, 1) or rescale first.")
 
 
 def preprocess_video(video: Tensor, prep: Preprocessing = Preprocessing()) -> Tensor:
@@ -210,7 +199,7 @@ class FrechetVideoDistance(Metric):
         """Add a batch ``[B, 3, T, H, W]`` in [0, 1] to the real (``real=True``) or generated statistics."""
         if not isinstance(real, bool):
             raise InputError(f"real must be True (reference videos) or False (generated); got {real!r}")
-        check_unit_video(video)
+        check_video(video, "FrechetVideoDistance")
         self.update_features(self._features(video), real, video.shape[2])
 
     def update_features(self, feats: Tensor, real: bool, frames: int) -> None:
@@ -226,7 +215,7 @@ class FrechetVideoDistance(Metric):
 
     def features(self, video: Tensor) -> Tensor:
         """Extractor features ``[B, num_features]`` (float64) of videos in [0, 1], preprocessed as configured."""
-        check_unit_video(video)
+        check_video(video, "FrechetVideoDistance")
         return self._features(video)
 
     def _distance(self) -> float:

@@ -33,8 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from magvit.errors import InputError, MagvitError
-from magvit.metrics.cache import default_i3d_path, file_sha256
+from magvit.checkpoint import file_sha256
+from magvit.errors import MagvitError
+from magvit.metrics.cache import default_i3d_path
+from magvit.safe_load import load_safetensors, state_dict_mismatch
+from magvit.video import check_video
 
 RANDOM_INIT = "random-init"
 # Sonnet v1 batch-norm epsilon, kept by DeepMind's I3D and every port of its weights.
@@ -144,14 +147,10 @@ class InceptionBlock(nn.Module):
         ], dim=1)
 
 
-def _check_video(video: Tensor) -> None:
-    if not isinstance(video, Tensor) or video.dim() != 5 or video.shape[1] != 3:
-        shape = tuple(video.shape) if isinstance(video, Tensor) else type(video).__name__
-        raise InputError(f"I3D expects a video tensor [B, 3, T, H, W] scaled to [-1, 1]; got {shape}. "
-                         "Fold extra axes into the batch and put RGB channels on axis 1.")
-    if not video.is_floating_point():
-        raise InputError(f"I3D expects a float video in [-1, 1]; got dtype {video.dtype}. "
-                         "Convert uint8 frames with video.float() / 127.5 - 1.")
+# Slack on the [-1, 1] input range: the FVD preprocessing resizes in the extractor's dtype, and bilinear
+# weights can overshoot the source range by one rounding step (2^-7 at 1.0 in bfloat16). The check is
+# there to refuse [0, 255] frames, not to police rounding.
+_RANGE_TOLERANCE = 1e-2
 
 
 class I3D(nn.Module):
@@ -186,7 +185,7 @@ class I3D(nn.Module):
 
     def features(self, video: Tensor) -> Tensor:
         """The Mixed_5c feature map ``[B, 1024, ceil(T/8), ceil(H/32), ceil(W/32)]``."""
-        _check_video(video)
+        check_video(video, "I3D", value_range=(-1.0, 1.0), tolerance=_RANGE_TOLERANCE)
         x = self.maxpool3d_2a_3x3(self.conv3d_1a_7x7(video))
         x = self.maxpool3d_3a_3x3(self.conv3d_2c_3x3(self.conv3d_2b_1x1(x)))
         x = self.maxpool3d_4a_3x3(self.mixed_3c(self.mixed_3b(x)))
@@ -212,8 +211,6 @@ class I3D(nn.Module):
 
         ``path`` defaults to ``i3d_k400.safetensors`` in ``$MAGVIT_CACHE`` or ``~/.cache/magvit``.
         """
-        from magvit.safe_load import load_safetensors, state_dict_mismatch
-
         file = default_i3d_path() if path is None else os.fspath(path)
         if not os.path.isfile(file):
             raise MagvitError(f"I3D weights not found at {file}. Run `magvit weights i3d` once to get the "

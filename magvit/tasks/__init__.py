@@ -11,12 +11,11 @@ shares one prompt between all six in/outpainting tasks and one between fp and cf
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import attrs
-
+from magvit import registry
+from magvit.config import build_part
 from magvit.errors import InputError
 from magvit.hookspecs import hookimpl
 from magvit.tasks.class_conditional import ClassFramePrediction, ClassGeneration
@@ -41,7 +40,6 @@ __all__ = [
     "VerticalOutpainting",
     "build_task",
     "build_tasks",
-    "task_option_names",
 ]
 
 BUILTIN_TASKS: dict[str, Callable[..., Any]] = {
@@ -73,44 +71,14 @@ def magvit_add_tasks() -> Mapping[str, Callable[..., Any]]:
     return BUILTIN_TASKS
 
 
-def task_option_names(factory: Callable[..., Any]) -> list[str] | None:
-    """The keyword arguments a task factory takes, or ``None`` when it takes any (``**kwargs``)."""
-    if attrs.has(factory):
-        return [a.alias for a in attrs.fields(factory) if a.init]
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in params if p.kind in named]
-
-
 def build_task(name: str, options: Mapping[str, Any] | None = None) -> Any:
     """The registered task ``name`` built with ``options``; every mistake in them is one :class:`InputError`.
 
     An unknown name lists the registered tasks; an unknown option lists the task's options (``task 'fp' has
-    no option 'foo'; its options: cond_frames, ...``); a value its constructor refuses names the task.
+    no option 'foo'; its options: cond_frames, ...``); a value its constructor refuses names the task
+    (:func:`magvit.config.build_part`).
     """
-    from magvit import registry
-
-    try:
-        entry = registry.default_registry().entry("task", name)
-    except KeyError as exc:
-        raise InputError(exc.args[0]) from None
-    options = {} if options is None else options
-    if not isinstance(options, Mapping):
-        raise InputError(f"the options of task {name!r} must map option names to values, got {options!r}")
-    known = task_option_names(entry.factory)
-    unknown = sorted(str(k) for k in options if known is not None and k not in known)
-    if unknown:
-        raise InputError(f"task {name!r} has no option {unknown[0]!r}; its options: {', '.join(known or ()) or 'none'}")
-    try:
-        return entry.factory(**options)
-    except (TypeError, ValueError) as exc:  # an attrs validator or a value of the wrong type
-        detail = " ".join(str(exc).split())
-        raise InputError(f"task {name!r} refuses the options {dict(options)!r}: {detail}") from None
+    return build_part("task", {"name": name, "config": {} if options is None else options})
 
 
 def build_tasks(
@@ -126,8 +94,6 @@ def build_tasks(
         prompt_sharing: ``"paper"`` (one prompt per task) or ``"code"`` (the authors' shared prompts).
         options: per-task constructor arguments, e.g. ``{"fp": {"cond_frames": 5}}``.
     """
-    from magvit import registry
-
     if prompt_sharing not in PROMPT_SHARING:
         raise InputError(f"prompt_sharing must be one of {sorted(PROMPT_SHARING)}, got {prompt_sharing!r}")
     if isinstance(names, str):

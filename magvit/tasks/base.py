@@ -6,40 +6,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from magvit.errors import InputError
+from magvit.video import check_video as check_video_tensor
 
 
 def check_video(video: Tensor, task: str, *, min_frames: int = 1, min_size: int = 1) -> None:
-    """Raise :class:`InputError` unless ``video`` is float ``[B, 3, T, H, W]`` in [0, 1] (finite) and large enough."""
-    if not isinstance(video, Tensor):
-        raise InputError(f"task {task!r}: expected a torch.Tensor video [B, 3, T, H, W], got {type(video).__name__}")
-    if video.dim() != 5:
-        raise InputError(
-            f"task {task!r}: expected a video of shape [B, 3, T, H, W] (5 dims), got {video.dim()} dims "
-            f"{tuple(video.shape)}"
-        )
-    if video.shape[1] != 3:
-        raise InputError(
-            f"task {task!r}: expected 3 channels in dim 1 ([B, 3, T, H, W], channels first), got shape "
-            f"{tuple(video.shape)}"
-        )
-    if not video.is_floating_point():
-        raise InputError(f"task {task!r}: expected a float video with values in [0, 1], got dtype {video.dtype}")
-    if video.numel() and not bool(torch.isfinite(video).all()):
-        bad = int((~torch.isfinite(video)).sum())
-        raise InputError(f"task {task!r}: the video holds {bad} NaN or infinite values of {video.numel()}; "
-                         "expected values in [0, 1]")
-    if video.numel() and (video.min() < 0 or video.max() > 1):
-        raise InputError(
-            f"task {task!r}: expected values in [0, 1], got range [{video.min().item():.3g}, {video.max().item():.3g}]"
-            " (convert uint8 with video.float() / 255)"
-        )
-    _, _, t, h, w = video.shape
-    if t < min_frames or h < min_size or w < min_size:
-        raise InputError(
-            f"task {task!r}: the video {t}x{h}x{w} (T x H x W) is too small; this task needs at least "
-            f"{min_frames} frames and {min_size}x{min_size} pixels"
-        )
+    """Raise :class:`~magvit.errors.InputError` unless ``video`` is float ``[B, 3, T, H, W]`` in [0, 1] (finite), with at
+    least ``min_frames`` frames and ``min_size`` x ``min_size`` pixels: the input check of every task."""
+    check_video_tensor(video, f"task {task!r}", min_frames=min_frames, min_size=min_size)
 
 
 def central_span(size: int) -> tuple[int, int]:

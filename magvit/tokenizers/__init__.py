@@ -19,7 +19,7 @@ from magvit.tokenizers.vq3d import VQ3D, build_vq3d
 
 __all__ = ["BUILTIN_TOKENIZERS", "VQ2D", "VQ3D", "TokenizerOutput", "VQTokenizer", "build_vq2d", "build_vq3d"]
 
-BUILTIN_TOKENIZERS: dict[str, Callable[..., Any]] = {"vq3d": build_vq3d, "vq2d": build_vq2d}
+BUILTIN_TOKENIZERS: dict[str, Callable[..., Any]] = {VQ3D.name: build_vq3d, VQ2D.name: build_vq2d}
 
 
 @hookimpl

@@ -22,21 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from magvit.tokenizers.layers import (
-    SLAB_FRAMES,
-    Conv,
-    ResBlock,
-    avg_pool_same,
-    conv_in_slabs,
-    group_norm,
-    norm_swish_padded,
-    upsample_nearest,
-    upsample_nearest_into,
-)
+from magvit.kernels import LeanRoute
+from magvit.kernels.conv import SLAB_FRAMES, conv_in_slabs, norm_swish_padded, upsample_nearest_into
+from magvit.tokenizers.layers import Conv, ResBlock, avg_pool_same, group_norm, upsample_nearest
 
 
 def resample_factors(spatial_dims: int, temporal: bool) -> tuple[int, ...]:
@@ -110,8 +101,9 @@ class Encoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(x)))
 
 
-class DecoderLevel(nn.Module):
-    """One resolution level of the decoder: residual blocks, then optionally upsample + conv."""
+class DecoderLevel(LeanRoute, nn.Module):
+    """One resolution level of the decoder: residual blocks, then optionally upsample + conv (on the lean
+    route, :mod:`magvit.kernels.conv`: upsampled into the conv's padded buffer, a temporal slab at a time)."""
 
     def __init__(self, blocks: nn.ModuleList, upsample: tuple[int, ...] | None, upsample_conv: Conv | None) -> None:
         super().__init__()
@@ -128,10 +120,10 @@ class DecoderLevel(nn.Module):
         """The upsample + conv at the end of the level (identity on the full-resolution level)."""
         if self.upsample is None or self.upsample_conv is None:
             return x
-        if torch.is_grad_enabled():
+        if not self.lean:
             return self.upsample_conv(upsample_nearest(x, self.upsample))
-        # Inference: upsample straight into the conv's padded buffer (layers module docstring), a temporal
-        # slab at a time for clips: the upsampled clip is the largest tensor of a decode.
+        # Upsample straight into the conv's padded buffer, a temporal slab at a time for clips: the upsampled
+        # clip is the largest tensor of a decode.
         size = [s * f for s, f in zip(x.shape[2:], self.upsample)]
         if x.dim() == 5 and size[0] > SLAB_FRAMES:
             ft, spatial = self.upsample[0], self.upsample[1:]
@@ -143,11 +135,11 @@ class DecoderLevel(nn.Module):
         return self.upsample_conv(buf, prepadded=True)
 
 
-class Decoder(nn.Module):
+class Decoder(LeanRoute, nn.Module):
     """Quantized latents ``[N, embedding_dim, *grid]`` -> video (or frame) ``[N, 3, ...]`` (``enc_dec_3dcnn.Decoder``).
 
     The output is not clipped; the tokenizer clips to [0, 1] in ``decode`` only, so training losses see
-    the raw reconstruction.
+    the raw reconstruction. On the lean route the last GroupNorm + swish writes into ``conv_out``'s buffer.
     """
 
     def __init__(
@@ -195,7 +187,7 @@ class Decoder(nn.Module):
             for block in level.blocks:
                 x = block(x)
             x = level.resample(x)
-        if torch.is_grad_enabled():
+        if not self.lean:
             return self.conv_out(F.silu(self.norm_out(x)))
         buf = norm_swish_padded(self.norm_out, self.conv_out, x)
         del x

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from magvit.config import register_to_config
 from magvit.errors import InputError
 from magvit.tokenizers import presets
 from magvit.tokenizers.layers import Conv, avg_pool_same
@@ -69,8 +70,11 @@ class StyleGANDiscriminator(nn.Module):
         input_shape: the ``(T, H, W)`` of the clips it judges (fixes the flatten size of the dense head).
         spatial_dims: 3 (the 3D-VQ's discriminator) or 2 (per frame, for the 2D-VQ).
         seed: seed of the xavier-uniform initialisation.
+
+    ``config`` holds the arguments of the construction (:func:`magvit.config.register_to_config`).
     """
 
+    @register_to_config
     def __init__(
         self,
         *,
@@ -83,13 +87,6 @@ class StyleGANDiscriminator(nn.Module):
         super().__init__()
         if len(input_shape) != 3 or min(input_shape) < 1:
             raise InputError(f"input_shape must be (T, H, W) with positive sizes, got {tuple(input_shape)}")
-        self._config: dict[str, Any] = dict(
-            filters=filters,
-            channel_multipliers=[int(m) for m in channel_multipliers],
-            input_shape=[int(s) for s in input_shape],
-            spatial_dims=spatial_dims,
-            seed=seed,
-        )
         self.spatial_dims = spatial_dims
         self.input_shape = tuple(int(s) for s in input_shape)
         self.conv_in = Conv(3, filters, 3, spatial_dims=spatial_dims, bias=True, padding="zeros")
@@ -113,11 +110,6 @@ class StyleGANDiscriminator(nn.Module):
                 nn.init.xavier_uniform_(m.weight, generator=generator)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments as plain values."""
-        return dict(self._config)
 
     def forward(self, video: Tensor) -> Tensor:
         if video.dim() != 5 or tuple(video.shape[1:]) != (3, *self.input_shape):

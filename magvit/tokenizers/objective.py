@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from typing import Any
 
@@ -113,13 +113,6 @@ class VQGANObjective(nn.Module):
                 )
         else:
             self.perceptual = PerceptualLoss(perceptual_weights, perceptual_arch)
-
-    # -- parameters the trainer optimises -------------------------------------------------------
-    def generator_parameters(self) -> Iterator[nn.Parameter]:
-        return self.tokenizer.parameters()
-
-    def discriminator_parameters(self) -> Iterator[nn.Parameter]:
-        return self.discriminator.parameters()
 
     def gan_active(self, step: int) -> bool:
         """Whether the GAN terms are on at ``step``."""

@@ -5,8 +5,8 @@
 protocol with input validation. Subclasses say how a video meets the network: the 3D-VQ feeds
 ``[B, 3, T, H, W]`` as is, the 2D-VQ folds T into the batch.
 
-``config`` holds the constructor arguments as plain values (diffusers-style), so
-``get_tokenizer(name, **tokenizer.config)`` rebuilds the same architecture from a checkpoint.
+``config`` holds the constructor arguments as plain values (:mod:`magvit.config`), so
+``get_tokenizer(tokenizer.name, **tokenizer.config)`` rebuilds the same architecture from a checkpoint.
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from magvit.config import register_to_config
 from magvit.errors import InputError
+from magvit.kernels import current as current_kernels
+from magvit.kernels import lean_route
 from magvit.limits import check_int, check_number, check_parameter_count
 from magvit.tokenizers.autoencoder import Decoder, Encoder
 from magvit.tokenizers.layers import check_padding, init_autoencoder_
 from magvit.tokenizers.quantizer import QuantizerOutput, build_quantizer
+from magvit.video import check_video
 
 # Tolerance on the [0, 1] range check: resampling can overshoot by float rounding.
 _RANGE_TOLERANCE = 1e-3
@@ -112,26 +116,35 @@ class VQTokenizer(nn.Module):
         quantizer: ``"vq"`` (paper) or ``"lfq"`` (MAGVIT-v2; needs ``codebook_size = 2^embedding_dim``).
         commitment_cost, entropy_weight, entropy_temperature: quantizer loss settings (0.25, 0.1, 0.01 as released).
         seed: seed of the weight initialisation.
+
+    The defaults are the B preset at 128 px with the paper's reflect padding. ``config`` holds the arguments
+    of the construction (:func:`magvit.config.register_to_config`).
+
+    ``lean_inference`` (:class:`magvit.kernels.KernelSettings`, read when built): ``encode`` and ``decode`` run
+    the encoder and decoder on the lean route of :mod:`magvit.kernels.conv`; ``forward`` (training) never does.
     """
 
     spatial_dims: ClassVar[int]
+    #: the registry name (``"vq3d"``, ``"vq2d"``)
+    name: ClassVar[str]
 
+    @register_to_config
     def __init__(
         self,
         *,
-        filters: int,
-        channel_multipliers: Sequence[int],
-        temporal_downsample: Sequence[bool],
-        num_res_blocks: int,
-        codebook_size: int,
-        embedding_dim: int,
-        norm_groups: int,
-        padding: str,
-        quantizer: str,
-        commitment_cost: float,
-        entropy_weight: float,
-        entropy_temperature: float,
-        seed: int,
+        filters: int = 64,
+        channel_multipliers: Sequence[int] = (1, 2, 2, 4),
+        temporal_downsample: Sequence[bool] = (True, True, False),
+        num_res_blocks: int = 2,
+        codebook_size: int = 1024,
+        embedding_dim: int = 256,
+        norm_groups: int = 32,
+        padding: str = "reflect",
+        quantizer: str = "vq",
+        commitment_cost: float = 0.25,
+        entropy_weight: float = 0.1,
+        entropy_temperature: float = 0.01,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         _check_arguments(type(self).__name__, self.spatial_dims, filters, channel_multipliers, temporal_downsample,
@@ -172,6 +185,7 @@ class VQTokenizer(nn.Module):
         spatial = 2 ** (len(mults) - 1)
         time = 2 ** sum(temporal) if self.spatial_dims == 3 else 1
         self.downsample: tuple[int, int, int] = (time, spatial, spatial)
+        self.lean_inference = current_kernels().lean_inference
         generator = torch.Generator().manual_seed(seed)
         init_autoencoder_(self, generator)
         self.quantizer.reset_parameters(generator)
@@ -205,22 +219,10 @@ class VQTokenizer(nn.Module):
         return frames // ft, height // fh, width // fw
 
     def check_video(self, video: Tensor) -> None:
-        """Raise :class:`InputError` unless ``video`` is float ``[B, 3, T, H, W]`` in [0, 1], divisible."""
-        expected = f"float video [B, 3, T, H, W] in [0, 1] with T % {self.downsample[0]} == 0 and H, W % {self.downsample[1]} == 0"
-        if not isinstance(video, Tensor):
-            raise InputError(f"expected a {expected}, got {type(video).__name__}")
-        if video.dim() != 5 or video.shape[1] != 3:
-            raise InputError(f"expected a {expected}, got shape {tuple(video.shape)}")
-        if not video.is_floating_point():
-            raise InputError(f"expected a {expected}, got dtype {video.dtype} (convert uint8 with video.float() / 255)")
-        if video.shape[0] < 1:
-            raise InputError(f"expected a {expected}, got an empty batch")
+        """Raise :class:`InputError` unless ``video`` is a non-empty float ``[B, 3, T, H, W]`` in [0, 1]
+        whose ``(T, H, W)`` the downsampling factors divide (:meth:`token_shape`)."""
+        check_video(video, type(self).__name__, tolerance=_RANGE_TOLERANCE, min_batch=1)
         self.token_shape(*video.shape[2:])
-        if not bool(torch.isfinite(video).all()):
-            raise InputError(f"expected a {expected}, got NaN or infinite values")
-        lo, hi = video.min().item(), video.max().item()
-        if lo < -_RANGE_TOLERANCE or hi > 1 + _RANGE_TOLERANCE:
-            raise InputError(f"expected a {expected}, got values in [{lo:.3g}, {hi:.3g}]")
 
     def check_tokens(self, tokens: Tensor) -> None:
         """Raise :class:`InputError` unless ``tokens`` is an integer ``[B, t, h, w]`` grid of valid ids."""
@@ -239,7 +241,8 @@ class VQTokenizer(nn.Module):
     def encode(self, video: Tensor) -> Tensor:
         """Float video ``[B, 3, T, H, W]`` in [0, 1] -> long tokens ``[B, t, h, w]``."""
         self.check_video(video)
-        out = self.quantize(self.encode_latents(video))
+        with lean_route(self, self.lean_inference):
+            out = self.quantize(self.encode_latents(video))
         return self.tokens_from_network(out.tokens, video.shape[0]).long()
 
     @torch.no_grad()
@@ -248,7 +251,9 @@ class VQTokenizer(nn.Module):
         self.check_tokens(tokens)
         device = next(self.parameters()).device
         latents = self.quantizer.lookup(self.tokens_to_network(tokens.long().to(device)))
-        return self.from_network(self.decoder(latents), tokens.shape[0]).clamp(0, 1).contiguous()
+        with lean_route(self, self.lean_inference):
+            video = self.decoder(latents)
+        return self.from_network(video, tokens.shape[0]).clamp(0, 1).contiguous()
 
     # -- training -----------------------------------------------------------------------------
     def encode_latents(self, video: Tensor) -> Tensor:
@@ -264,14 +269,6 @@ class VQTokenizer(nn.Module):
         out = self.quantize(self.encode_latents(video))
         recon = self.from_network(self.decoder(out.quantized), video.shape[0])
         return TokenizerOutput(recon, out)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments as plain values; ``type(self)(**config)`` rebuilds the architecture."""
-        return dict(self._config)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 def fold_time(video: Tensor) -> Tensor:

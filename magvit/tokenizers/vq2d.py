@@ -13,7 +13,8 @@ from typing import Any
 
 from torch import Tensor
 
-from magvit.tokenizers.tokenizer import VQTokenizer, as_list, fold_time, unfold_time
+from magvit.config import register_to_config
+from magvit.tokenizers.tokenizer import VQTokenizer, fold_time, unfold_time
 from magvit.tokenizers.vq3d import preset_arguments
 
 
@@ -21,7 +22,9 @@ class VQ2D(VQTokenizer):
     """Per-frame 2D-VQ; see :class:`~magvit.tokenizers.tokenizer.VQTokenizer` for the arguments."""
 
     spatial_dims = 2
+    name = "vq2d"
 
+    @register_to_config
     def __init__(
         self,
         *,
@@ -38,23 +41,10 @@ class VQ2D(VQTokenizer):
         entropy_temperature: float = 0.01,
         seed: int = 0,
     ) -> None:
-        config = dict(
-            filters=filters,
-            channel_multipliers=as_list(channel_multipliers),  # checked as ints by VQTokenizer
-            num_res_blocks=num_res_blocks,
-            codebook_size=codebook_size,
-            embedding_dim=embedding_dim,
-            norm_groups=norm_groups,
-            padding=padding,
-            quantizer=quantizer,
-            commitment_cost=commitment_cost,
-            entropy_weight=entropy_weight,
-            entropy_temperature=entropy_temperature,
-            seed=seed,
-        )
-        levels = len(config["channel_multipliers"]) if isinstance(config["channel_multipliers"], list) else 1
-        super().__init__(temporal_downsample=(False,) * (levels - 1), **config)
-        self._config = config
+        # The 3D-VQ's arguments without temporal_downsample: a per-frame network never pools in time.
+        mults = self.config["channel_multipliers"]
+        levels = len(mults) if isinstance(mults, list) else 1  # otherwise VQTokenizer names the error
+        super().__init__(temporal_downsample=(False,) * (levels - 1), **self.config)
 
     def to_network(self, video: Tensor) -> Tensor:
         return fold_time(video)
@@ -71,12 +61,6 @@ class VQ2D(VQTokenizer):
         return tokens.reshape(b * t, h, w)
 
 
-_ARGS_2D = {
-    "filters", "channel_multipliers", "num_res_blocks", "codebook_size", "embedding_dim", "norm_groups",
-    "padding", "quantizer", "commitment_cost", "entropy_weight", "entropy_temperature", "seed",
-}  # fmt: skip
-
-
 def build_vq2d(preset: str = "B", resolution: int = 128, **overrides: Any) -> VQ2D:
     """The ``"vq2d"`` factory: :class:`VQ2D` at ``preset`` and ``resolution``; overrides as for ``vq3d``."""
-    return VQ2D(**preset_arguments(preset, resolution, overrides, _ARGS_2D))
+    return VQ2D(**preset_arguments(VQ2D, preset, resolution, overrides))

@@ -7,11 +7,11 @@ nearest-upsample + conv mirroring it in the decoder. Registered as ``"vq3d"``:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
 
+from magvit.config import option_names
 from magvit.errors import InputError
 from magvit.tokenizers import presets
 from magvit.tokenizers.tokenizer import VQTokenizer, as_list
@@ -24,41 +24,7 @@ class VQ3D(VQTokenizer):
     """
 
     spatial_dims = 3
-
-    def __init__(
-        self,
-        *,
-        filters: int = 64,
-        channel_multipliers: Sequence[int] = (1, 2, 2, 4),
-        temporal_downsample: Sequence[bool] = (True, True, False),
-        num_res_blocks: int = 2,
-        codebook_size: int = 1024,
-        embedding_dim: int = 256,
-        norm_groups: int = 32,
-        padding: str = "reflect",
-        quantizer: str = "vq",
-        commitment_cost: float = 0.25,
-        entropy_weight: float = 0.1,
-        entropy_temperature: float = 0.01,
-        seed: int = 0,
-    ) -> None:
-        config = dict(
-            filters=filters,
-            channel_multipliers=as_list(channel_multipliers),  # checked as ints by VQTokenizer
-            temporal_downsample=as_list(temporal_downsample),
-            num_res_blocks=num_res_blocks,
-            codebook_size=codebook_size,
-            embedding_dim=embedding_dim,
-            norm_groups=norm_groups,
-            padding=padding,
-            quantizer=quantizer,
-            commitment_cost=commitment_cost,
-            entropy_weight=entropy_weight,
-            entropy_temperature=entropy_temperature,
-            seed=seed,
-        )
-        super().__init__(**config)
-        self._config = config
+    name = "vq3d"
 
     def to_network(self, video: Tensor) -> Tensor:
         return video
@@ -73,11 +39,13 @@ class VQ3D(VQTokenizer):
         return tokens
 
 
-def preset_arguments(preset: str, resolution: int, overrides: dict[str, Any], allowed: set[str]) -> dict[str, Any]:
-    """Constructor arguments of ``preset`` at ``resolution`` with ``overrides`` applied.
+def preset_arguments(tokenizer: type[VQTokenizer], preset: str, resolution: int, overrides: dict[str, Any]
+                     ) -> dict[str, Any]:
+    """Constructor arguments of ``tokenizer`` for ``preset`` at ``resolution`` with ``overrides`` applied.
 
     With ``quantizer="lfq"`` and no explicit ``embedding_dim`` the code dim becomes log2(codebook_size).
     """
+    allowed = set(option_names(tokenizer) or ())
     unknown = set(overrides) - allowed
     if unknown:
         raise InputError(f"unknown tokenizer arguments {sorted(unknown)}; expected a subset of {sorted(allowed)}")
@@ -100,15 +68,9 @@ def preset_arguments(preset: str, resolution: int, overrides: dict[str, Any], al
     return args
 
 
-_ARGS_3D = {
-    "filters", "channel_multipliers", "temporal_downsample", "num_res_blocks", "codebook_size", "embedding_dim",
-    "norm_groups", "padding", "quantizer", "commitment_cost", "entropy_weight", "entropy_temperature", "seed",
-}  # fmt: skip
-
-
 def build_vq3d(preset: str = "B", resolution: int = 128, **overrides: Any) -> VQ3D:
     """The ``"vq3d"`` factory: :class:`VQ3D` at ``preset`` (``tiny``/``B``/``L``) and ``resolution`` (64/128).
 
     Any constructor argument can be overridden, so ``build_vq3d(**model.config)`` rebuilds ``model``.
     """
-    return VQ3D(**preset_arguments(preset, resolution, overrides, _ARGS_3D))
+    return VQ3D(**preset_arguments(VQ3D, preset, resolution, overrides))

@@ -1,8 +1,8 @@
 """The training data stream of ``magvit fit``: webdataset shards -> batches.
 
-By default the batches are :class:`~magvit.data.VideoBatch` read from ``DataConfig.train``. A stage may
-supply its own stream through a ``data(cfg, info)`` method returning ``epoch -> batches`` (or None for
-the default): the transformer stage does so when it trains from token shards
+The batches are :class:`~magvit.batch.ClipBatch` records: by default with the clips of ``DataConfig.train``.
+A stage may supply its own stream through a ``data(cfg, info)`` method returning ``epoch -> batches`` (or
+None for the default): the transformer stage does so when it trains from token shards
 (:func:`make_token_data`), with the same batch size, workers, shuffling and resampling settings.
 """
 
@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from magvit.data import make_loader, read_meta
+from magvit.batch import ClipBatch
+from magvit.data import ShardLoader, make_loader, read_meta
 from magvit.data.shard_format import META_NAME
 from magvit.train.distributed import DistInfo
 from magvit.train.settings import DataConfig
+from magvit.train.token_cache import make_token_loader
 
 
 def _loader_options(cfg: DataConfig, info: DistInfo) -> dict[str, Any]:
@@ -28,15 +30,15 @@ def _loader_options(cfg: DataConfig, info: DistInfo) -> dict[str, Any]:
     }
 
 
-def _per_epoch(loader: Any) -> Callable[[int], Iterable[Any]]:
-    def epoch_stream(epoch: int) -> Iterable[Any]:
+def _per_epoch(loader: ShardLoader) -> Callable[[int], Iterable[ClipBatch]]:
+    def epoch_stream(epoch: int) -> Iterable[ClipBatch]:
         loader.set_epoch(epoch)
         return loader
 
     return epoch_stream
 
 
-def make_data(cfg: DataConfig, info: DistInfo, stage: Any = None) -> Callable[[int], Iterable[Any]]:
+def make_data(cfg: DataConfig, info: DistInfo, stage: Any = None) -> Callable[[int], Iterable[ClipBatch]]:
     """``epoch -> iterable of batches``, deterministic in ``epoch`` (what the trainer's resume relies on).
 
     ``stage``: when given and it has a ``data(cfg, info)`` method that returns a stream, that stream is used;
@@ -67,8 +69,6 @@ def check_stage_against_data(stage: Any, train: str) -> None:
 
 
 def make_token_data(cfg: DataConfig, info: DistInfo, folder: str, *, tasks: Sequence[str],
-                    video: bool) -> Callable[[int], Iterable[Any]]:
-    """``epoch -> iterable of`` :class:`~magvit.data.tokens.TokenClipBatch` from a token-shard folder."""
-    from magvit.data.tokens import make_token_loader
-
+                    video: bool) -> Callable[[int], Iterable[ClipBatch]]:
+    """``epoch -> iterable of`` :class:`~magvit.batch.ClipBatch` with tokens, from a token-shard folder."""
     return _per_epoch(make_token_loader(folder, cfg.batch_size, tasks=tasks, video=video, **_loader_options(cfg, info)))

@@ -6,16 +6,13 @@ The same code runs single-process (no ``WORLD_SIZE`` in the environment) and und
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 import attrs
 import torch
 import torch.distributed as dist
 
 from magvit.errors import MagvitError
-
-if TYPE_CHECKING:
-    from magvit.locking import FolderLock
+from magvit.locking import FolderLock
 
 
 @attrs.frozen
@@ -118,8 +115,6 @@ def lock_folder(folder: str | os.PathLike[str], what: str, info: DistInfo) -> Fo
     same one-line error instead of the others waiting for a rank that has gone. Returns the lock on rank 0
     (the caller releases it), None on the other ranks.
     """
-    from magvit.locking import FolderLock
-
     lock, failure = None, None
     if info.is_main:
         lock = FolderLock(folder, what)

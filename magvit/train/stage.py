@@ -67,7 +67,11 @@ class Stage(ABC):
 
     @abstractmethod
     def loss(self, phase: str, model: Any, batch: Any, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
-        """Loss of ``phase`` on ``batch``; calling ``model`` runs the phase's (possibly DDP-wrapped) module."""
+        """Loss of ``phase`` on ``batch``; calling ``model`` runs the phase's (possibly DDP-wrapped) module.
+
+        ``batch`` is a :class:`~magvit.batch.ClipBatch` from the clip or token shards (or whatever the stage's
+        own ``data(cfg, info)`` stream yields; the trainer counts its clips with ``len(batch)``).
+        """
 
     @abstractmethod
     def model_config(self) -> dict[str, Any]:

@@ -14,6 +14,9 @@ import torch
 from torch import Tensor
 
 from magvit import registry
+from magvit.batch import ClipBatch
+from magvit.config import part_spec
+from magvit.errors import InputError
 from magvit.tokenizers.discriminator import build_discriminator
 from magvit.tokenizers.objective import VQGANObjective
 from magvit.train.optim import OptimConfig
@@ -97,7 +100,10 @@ class TokenizerStage(Stage):
             PhaseSpec("discriminator", self.discriminator, self.optim),
         ]
 
-    def loss(self, phase: str, model: Any, batch: Any, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, phase: str, model: Any, batch: ClipBatch, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+        if batch.video is None:
+            raise InputError("the tokenizer stage trains on video, but the batch holds tokens only; give it clip "
+                             "shards (data.train)")
         video = batch.video.to(next(self.tokenizer.parameters()).device)
         if phase == "generator":
             loss, recon, logs = self.objective.generator_loss(video, ctx.step, tokenizer=model)
@@ -112,7 +118,7 @@ class TokenizerStage(Stage):
         return loss, logs
 
     def model_config(self) -> dict[str, Any]:
-        return {"tokenizer": {"name": self.tokenizer_name, "config": dict(self.tokenizer.config)}}
+        return {"tokenizer": part_spec(self.tokenizer, self.tokenizer_name)}
 
     def extra_state(self) -> dict[str, Any]:
         return {"lecam": self.objective.lecam.state_dict()}
@@ -120,7 +126,7 @@ class TokenizerStage(Stage):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.objective.lecam.load_state_dict(state["lecam"])
 
-    def samples(self, batch: Any, generator: torch.Generator) -> dict[str, list[Tensor]]:
+    def samples(self, batch: ClipBatch, generator: torch.Generator) -> dict[str, list[Tensor]]:
         """input | reconstruction of two clips."""
         was_training = self.tokenizer.training
         self.tokenizer.eval()

@@ -40,14 +40,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from magvit import checkpoint as ckpt
 from magvit.data.atomic import atomic_path
 from magvit.errors import MagvitError
-from magvit.malloc import keep_freed_memory
-from magvit.train import checkpoint as ckpt
 from magvit.train.distributed import DistInfo, all_ranks_true, mean_across_ranks, pooled_means
 from magvit.train.optim import make_optimizer, make_scheduler
 from magvit.train.settings import TrainerConfig
 from magvit.train.stage import PhaseSpec, Stage, StepContext
+from magvit.visualize import save_video_grid
 
 
 @attrs.define
@@ -111,7 +111,9 @@ class Trainer:
 
     Args:
         stage: the tokenizer or transformer stage.
-        data: ``epoch -> iterable of batches``; must be deterministic in ``epoch`` for exact resumption.
+        data: ``epoch -> iterable of batches`` (:class:`~magvit.batch.ClipBatch` for the built-in stages; a
+            batch's ``len`` is its number of clips, logged as ``clips_per_s``); must be deterministic in
+            ``epoch`` for exact resumption.
         cfg: loop settings.
         info: distributed info from :func:`magvit.train.distributed.setup`.
         run_config: the full config (plain data) saved in every checkpoint.
@@ -127,8 +129,6 @@ class Trainer:
     ) -> None:
         self.stage, self.data, self.cfg, self.info = stage, data, cfg, info
         self.run_config = run_config or {}
-        if info.device.type == "cpu":
-            keep_freed_memory()  # reuse each step's large temporaries instead of re-faulting them (malloc.py)
         self.out = Path(cfg.out_dir)
         stage.to(info.device)  # frozen parts (e.g. the transformer stage's tokenizer)
         self.phases = [_Phase(spec, cfg, info) for spec in stage.phases()]
@@ -350,7 +350,7 @@ class Trainer:
                     logs.update(self._update(phase))
                 self.nonfinite_in_a_row = 0
                 self.step += 1
-                clips += sum(_batch_size(b) for b in micro) * self.info.world_size
+                clips += sum(len(b) for b in micro) * self.info.world_size
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     logs = mean_across_ranks(logs, self.info)
                     logs.update(pooled_means(self.stage.pop_interval_sums(), self.info))
@@ -413,8 +413,6 @@ class Trainer:
                             | {"clips/s": f"{logs['clips_per_s']:.1f}"})
 
     def _write_samples(self, batch: Any) -> None:
-        from magvit.visualize import save_video_grid
-
         with torch.no_grad():
             videos = self.stage.samples(batch, torch.Generator().manual_seed(self.cfg.seed))
         for name, columns in videos.items():
@@ -422,12 +420,6 @@ class Trainer:
                 save_video_grid(columns, self.out / "samples" / f"step{self.step:07d}_{name}.gif")
             except Exception as exc:  # noqa: BLE001 - a failed preview must not stop training
                 warnings.warn(f"could not write sample {name}: {exc}", stacklevel=2)
-
-
-def _batch_size(batch: Any) -> int:
-    """Clips in a batch: a video batch's first dimension, else ``len(batch)`` (token batches)."""
-    video = batch if isinstance(batch, torch.Tensor) else getattr(batch, "video", None)
-    return int(video.shape[0]) if video is not None else len(batch)
 
 
 #: Settings (dotted ``run_config`` keys) that do not change what a run computes: logging, checkpoint cadence,

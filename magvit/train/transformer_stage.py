@@ -10,10 +10,10 @@ steps of the log interval that drew it (:meth:`TransformerStage.pop_interval_sum
 interval drew is absent from that row.
 
 Token shards (``token_shards``): the stage reads pre-tokenised shards (``magvit data tokenize``) instead
-of clips and feeds the cached ground-truth and condition tokens of the step's task straight to
-:func:`~magvit.objective.token_loss`; the loss is the same as on the fly, without the two encoder passes.
-Tasks whose condition is random (``Task.deterministic`` False) are not cached: for their steps the stored
-clip is tokenised on the fly. The shards must have been made by the same tokenizer checkpoint (sha256),
+of clips; their batches carry the cached ground-truth and condition tokens of every cached task, which the
+objective uses as they are (:meth:`~magvit.objective.MultiTaskObjective.tokens_for`): the loss is the same
+as on the fly, without the two encoder passes. Tasks whose condition is random (``Task.deterministic``
+False) are not cached: for their steps the stored clip is tokenised on the fly. The shards must have been made by the same tokenizer checkpoint (sha256),
 for the same clip size, token rule and task arguments; anything else is refused at construction.
 """
 
@@ -22,20 +22,22 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import attrs
 import torch
 from torch import Tensor
 
-from magvit.data.tokens import TokenClipBatch, TokenMeta, read_token_meta
+from magvit.batch import ClipBatch
+from magvit.checkpoint import file_sha256
+from magvit.config import part_config, part_spec, read_spec
 from magvit.errors import MagvitError
 from magvit.masking import warn_condition_coverage
-from magvit.metrics.cache import file_sha256
-from magvit.objective import MultiTaskObjective, ObjectiveConfig, token_loss
-from magvit.pipeline import MagvitPipeline, load_tokenizer, task_spec
+from magvit.objective import MultiTaskObjective, ObjectiveConfig
+from magvit.pipeline import MagvitPipeline, load_tokenizer, sampler_spec
 from magvit.tasks import build_tasks
+from magvit.train.data import make_token_data
 from magvit.train.optim import OptimConfig
 from magvit.train.settings import in_unit_interval
 from magvit.train.stage import PhaseSpec, Stage, StepContext, check_clip_shape, check_num_classes
+from magvit.train.token_cache import TokenMeta, read_token_meta
 from magvit.transformer import MaskedTransformer
 
 
@@ -174,7 +176,7 @@ class TransformerStage(Stage):
         if meta.token_rule != self.objective_config.token_rule:
             raise MagvitError(f"{where}: token_rule differs: {meta.token_rule!r} in the shards, "
                               f"{self.objective_config.token_rule!r} in objective.token_rule; {redo}")
-        stored = {s["name"]: s.get("args", {}) for s in meta.tasks}
+        stored = dict(read_spec("task", s) for s in meta.tasks)
         for task in self.tasks:
             if not task.deterministic:
                 if not meta.has_video:
@@ -186,7 +188,7 @@ class TransformerStage(Stage):
                 raise MagvitError(f"{where}: task {task.name!r} is not cached (they hold {', '.join(stored) or 'none'}); "
                                   f"drop it from model.init_args.tasks or {redo}")
             # The prompt only picks the transformer's prompt token; it does not change any stored token.
-            ours = {k: v for k, v in task_spec(task)["args"].items() if k != "prompt"}
+            ours = {k: v for k, v in part_config(task).items() if k != "prompt"}
             theirs = {k: v for k, v in stored[task.name].items() if k != "prompt"}
             for key in sorted(set(ours) | set(theirs)):
                 if ours.get(key) != theirs.get(key):
@@ -202,8 +204,6 @@ class TransformerStage(Stage):
         """The token-shard stream when ``token_shards`` is set (:func:`magvit.train.data.make_data` asks)."""
         if self.token_shards is None:
             return None
-        from magvit.train.data import make_token_data
-
         video = any(not t.deterministic for t in self.tasks)
         return make_token_data(cfg, info, self.token_shards, tasks=self.cached_tasks, video=video)
 
@@ -214,13 +214,11 @@ class TransformerStage(Stage):
     def phases(self) -> list[PhaseSpec]:
         return [PhaseSpec("transformer", self.transformer, self.optim, self.ema_decay)]
 
-    def loss(self, phase: str, model: Any, batch: Any, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, phase: str, model: Any, batch: ClipBatch, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
+        # Clips or token shards alike: the objective uses the tokens the batch carries for the step's task and
+        # tokenises the rest (a random condition is never cached).
         device = next(self.transformer.parameters()).device
-        labels = batch.label.to(device) if self.transformer.vocab.num_classes else None
-        if isinstance(batch, TokenClipBatch):
-            out = self._token_batch_loss(model, batch, labels, ctx, device)
-        else:
-            out = self.objective(model, batch.video.to(device), labels, ctx.step, ctx.generator)
+        out = self.objective(model, batch, ctx.step, ctx.generator, device=device)
         loss = float(out.loss.detach())
         self._task_sums.add(out.task, loss, ctx)
         return out.loss, {"transformer/loss": loss, "transformer/masked_acc": float(out.accuracy)}
@@ -229,29 +227,16 @@ class TransformerStage(Stage):
         """``task/<name>/loss``: the sum and count of each task's losses since the last log, every task named."""
         return self._task_sums.pop()
 
-    def _token_batch_loss(self, model: Any, batch: TokenClipBatch, labels: Tensor | None, ctx: StepContext,
-                          device: torch.device) -> Any:
-        task = self.objective.task_for_step(ctx.step)
-        if task.deterministic:
-            tokens, cond_tokens, cond_mask = (x.to(device) if x is not None else None for x in batch.for_task(task.name))
-        else:
-            # A random condition cannot be cached: tokenise this step's clips as the on-the-fly path does.
-            if batch.video is None:
-                raise MagvitError(f"task {task.name!r} needs video, but the token batch holds none")
-            tb = self.objective.tokenize(batch.video.to(device), task, ctx.generator)
-            tokens, cond_tokens, cond_mask = tb.tokens, tb.cond_tokens, tb.cond_mask
-        return token_loss(model, tokens, cond_tokens, cond_mask, labels, task, ctx.generator, self.objective.config,
-                          self.objective.scheduler)
-
     def model_config(self) -> dict[str, Any]:
         return {
             "tokenizer": self.tokenizer_spec,
             "tokenizer_sha256": self.tokenizer_hash,
             "transformer": dict(self.transformer.config),
-            "tasks": [task_spec(t) for t in self.tasks],
+            "tasks": [part_spec(t) for t in self.tasks],
             "frames": self.frames,
             "resolution": self.resolution,
             "token_rule": self.objective_config.token_rule,
+            "sampler": sampler_spec(self.objective_config.method),
         }
 
     def extra_state(self) -> dict[str, Any]:
@@ -265,16 +250,17 @@ class TransformerStage(Stage):
         return MagvitPipeline(
             self.tokenizer, self.transformer, self.tasks, frames=self.frames, resolution=self.resolution,
             token_rule=self.objective_config.token_rule, tokenizer_name=self.tokenizer_spec["name"],
+            sampler=self.objective_config.method,
         )
 
-    def samples(self, batch: Any, generator: torch.Generator) -> dict[str, list[Tensor]]:
+    def samples(self, batch: ClipBatch, generator: torch.Generator) -> dict[str, list[Tensor]]:
         """condition | generation | ground truth of two clips, for up to three tasks."""
         pipe = self.pipeline()
         was_training = self.transformer.training
         self.transformer.eval()
         try:
             device = next(self.transformer.parameters()).device
-            if getattr(batch, "video", None) is not None:
+            if batch.video is not None:
                 video = batch.video[:2].to(device)
             else:  # token batches without clips: show the tokenizer's reconstruction as the ground truth
                 video = self.tokenizer.decode(batch.tokens[:2].to(device)).clamp(0, 1)

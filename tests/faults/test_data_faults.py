@@ -30,8 +30,8 @@ from magvit.cli import main
 from magvit.data import make_eval_loader, make_loader, write_synthetic
 from magvit.data.shard_format import DatasetMeta, ShardInfo, read_meta, write_meta
 from magvit.data.synthetic import synthetic_clips
-from magvit.data.tokens import make_token_loader, read_token_meta
 from magvit.errors import MagvitError
+from magvit.train.token_cache import make_token_loader, read_token_meta
 from tests.faults.conftest import CONFIGS, FRAMES, SIZE, fit_args, transformer_args
 from tests.helpers.cli import one_line_error
 
@@ -237,7 +237,7 @@ def test_pickled_token_shard_members_never_run(opc_tokens, tmp_path):
 #: half-written temporary shard when killed.
 STALLING_TOKENIZE = """
 import pathlib, sys, time
-from magvit.data import tokenize
+from magvit.train import tokenize
 real = tokenize._ShardTokenizer.samples
 calls = []
 def stalls(self, batch, grid):
@@ -265,7 +265,7 @@ def test_tokenize_second_writer_refused_and_sigkill_resumes_byte_identical(three
     """Two ``data tokenize`` into one ``--out``: the second is refused at once, naming the first's pid. The
     first, killed with SIGKILL inside its second shard, is resumed by the same command to shards and a
     meta.json byte-identical to an uninterrupted run, with no temporary file left behind. (The in-process
-    interruption case is tests/data/test_tokenize.py::test_interrupted_run_resumes_without_duplicates.)"""
+    interruption case is tests/train/test_tokenize.py::test_interrupted_run_resumes_without_duplicates.)"""
     out, whole, stalled = tmp_path / "tokens", tmp_path / "whole", tmp_path / "stalled"
     args = _tokenize_args(tokenizer_run / "last.pt", three_shards, out, "--batch_size", "1")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -317,7 +317,7 @@ def test_a_failed_tokenize_leaves_no_meta_json(clips4, tokenizer_run, tmp_path, 
                           '{"fp": {"cond_frames": 2}}')
     assert main(good) == 0, capsys.readouterr().err
     meta = read_token_meta(out)
-    assert meta.complete and meta.num_clips == 4 and meta.tasks[0]["args"]["cond_frames"] == 2
+    assert meta.complete and meta.num_clips == 4 and meta.tasks[0]["config"]["cond_frames"] == 2
 
 
 def test_a_meta_json_without_finished_shards_is_a_fresh_start(clips4, opc_tokens, tokenizer_run, tmp_path,

