@@ -1,7 +1,7 @@
 """Autoregressive decoding with a key/value cache (paper Table 6 baseline) on the causal transformer of
 the same size as the COMMIT one (B; tiny with --quick), 1024 visual tokens, batch 1.
 
-A full decode is 1024 steps of :func:`magvit.decoding.autoregressive_decode`; only two segments of
+A full decode is 1024 steps of :func:`magvit.decoding.decode` with the ``ar`` sampler; only two segments of
 ``ar_prefix`` steps are timed: the first ones (empty cache) and the last ones (cache jumped to
 N - ar_prefix). A step's cost is affine in the cache
 length (weights: constant; attention: linear), so ``N x mean(per-step cost of both segments)`` is the
@@ -19,7 +19,8 @@ import torch
 
 from benchmarks.common import Sample, Sizes, Timing, child_main, peak_rss_gb, reference_peak, sync
 from benchmarks.transformer_forward import build
-from magvit.decoding import autoregressive_decode
+from magvit.decoding import decode
+from magvit.samplers import ARSampler
 
 
 class _Stop(Exception):
@@ -27,19 +28,19 @@ class _Stop(Exception):
 
 
 def decode_segment(model: Any, start: int | None, count: int | None) -> float:
-    """Seconds of ``autoregressive_decode``: all of it (``start=None``), or ``count`` token steps at cache
-    position ``start`` (the cache length is jumped there after the prompt/class step; contents do not
+    """Seconds of the ``ar`` decoding: all of it (``start=None``), or ``count`` token steps at cache
+    position ``start`` (the cache length is jumped there after the first token step; contents do not
     change the cost)."""
     original = model.step
     calls = 0
 
     def step(ids: torch.Tensor, cache: Any) -> torch.Tensor:
         nonlocal calls
-        if start is not None and calls == count + 1:  # head step + `count` token steps done
+        if start is not None and calls == count:  # `count` token steps after the start done
             raise _Stop
-        logits = original(ids, cache)
         if start is not None and calls == 0:
             cache.length += start
+        logits = original(ids, cache)
         calls += 1
         return logits
 
@@ -48,8 +49,8 @@ def decode_segment(model: Any, start: int | None, count: int | None) -> float:
     sync(dev)
     t0 = time.perf_counter()
     try:
-        autoregressive_decode(model, model.vocab.prompt_id("cg"), model.vocab.uncond_id, batch_size=1,
-                              generator=torch.Generator().manual_seed(0))
+        decode(model, ARSampler(), model.vocab.prompt_id("cg"), model.vocab.uncond_id, batch_size=1,
+               generator=torch.Generator().manual_seed(0))
     except _Stop:
         pass
     finally:

@@ -24,7 +24,7 @@ import torch
 from magvit.errors import MagvitError
 from magvit.safe_load import load_torch_data
 
-__all__ = ["FORMAT", "file_sha256", "load", "load_module_state", "nonfinite_keys", "save_atomic"]
+__all__ = ["FORMAT", "file_sha256", "load", "load_module_state", "nonfinite_keys", "save_atomic", "stage_of"]
 
 FORMAT = "magvit-checkpoint-v1"
 
@@ -135,6 +135,20 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise MagvitError(f"{str(path)!r} is not a magvit checkpoint (expected format {FORMAT!r})")
     return obj
+
+
+def stage_of(path: str | os.PathLike) -> str | None:
+    """The stage that wrote the checkpoint at ``path`` (``"tokenizer"``, ``"transformer"``), read memory-mapped
+    so that no tensor is loaded; None for anything that is not a readable magvit checkpoint (:func:`load` and
+    the pipeline's loaders then say what is wrong with it)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - any unreadable file: the loader that follows names the problem
+        return None
+    stage = obj.get("stage") if isinstance(obj, dict) and obj.get("format") == FORMAT else None
+    return stage if isinstance(stage, str) else None
 
 
 def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

@@ -229,7 +229,9 @@ def _instantiate_fit(parser: ArgumentParser, cfg: Namespace) -> FitConfig:
 
 
 def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None, sample: int = 0,
-                 label: int | None = None, steps: int = 12, sampler: str | None = None, seed: int = 0,
+                 label: int | None = None, steps: int = 12, sampler: str | None = None,
+                 choice_temperature: float | None = None, temperature: float | None = None,
+                 schedule: str | None = None, guidance: float = 0.0, guidance_task: str | None = None, seed: int = 0,
                  grid: bool = True) -> str:
     """Generate a video for one task from a transformer checkpoint.
 
@@ -242,6 +244,11 @@ def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None,
         label: class index for class-conditional tasks (default: the sample's label).
         steps: decoding steps.
         sampler: decoding method (see `magvit plugins`; default: the one the model was trained with).
+        choice_temperature: the sampler's choice temperature (default: the sampler's own).
+        temperature: the sampler's token sampling temperature (default: the sampler's own).
+        schedule: mask schedule name of the decoding (see `magvit plugins`; default: the sampler's own).
+        guidance: classifier-free guidance scale (0: off; the model must have been trained with condition dropout).
+        guidance_task: task whose prompt the unconditional pass of guidance uses (default: the task's own).
         seed: decoding seed.
         grid: write condition | generation | input side by side (otherwise the generation only).
     """
@@ -268,7 +275,9 @@ def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None,
         raise MagvitError(f"task {task!r} needs --input (a video file or a shard folder)")
     if t.uses_class and label is None:
         raise MagvitError(f"task {task!r} is class-conditional: pass --label <class index>")
-    gen = pipe.generate(t, video, label, steps=steps, generator=torch.Generator().manual_seed(seed), sampler=sampler)
+    gen = pipe.generate(t, video, label, steps=steps, generator=torch.Generator().manual_seed(seed), sampler=sampler,
+                        guidance_scale=guidance, guidance_task=guidance_task,
+                        **_sampler_options(choice_temperature, temperature, schedule))
     columns = [gen]
     if grid and video is not None:
         columns = [t.condition(video).video, gen, video]
@@ -302,6 +311,13 @@ def _load_input(path: str, sample: int, pipe: Any) -> tuple[Any, int | None]:
     return frames_to_video(torch.from_numpy(frames[: pipe.frames]))[None].to(torch.float32), None
 
 
+def _sampler_options(choice_temperature: float | None, temperature: float | None, schedule: str | None
+                     ) -> dict[str, Any]:
+    """The decoding flags that were given, as sampler options; the others keep the sampler's defaults."""
+    given = {"choice_temperature": choice_temperature, "temperature": temperature, "schedule": schedule}
+    return {key: value for key, value in given.items() if value is not None}
+
+
 def _check_counts(low: int = 1, **values: int) -> None:
     """One error line naming the flag of a count below ``low`` (``--steps 0``), before any work is done."""
     for name, value in values.items():
@@ -324,13 +340,18 @@ def _check_output(out: str) -> None:
 
 def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int = 256, batch_size: int = 8,
                  paste_condition: bool = False, fvd: bool = True, steps: int = 12, sampler: str | None = None,
-                 seed: int = 0, out: str | None = None) -> str:
-    """Per-task FVD, PSNR and SSIM of a transformer checkpoint on held-out shards (paper Table 4).
+                 choice_temperature: float | None = None, temperature: float | None = None,
+                 schedule: str | None = None, guidance: float = 0.0, guidance_task: str | None = None,
+                 repeats: int = 1, seed: int = 0, ema: bool = True, out: str | None = None) -> str:
+    """Per-task FVD, PSNR and SSIM of a transformer checkpoint on held-out shards (paper Table 4); for a
+    tokenizer checkpoint, the PSNR, SSIM and FVD of its reconstructions (paper Table 7).
 
     Args:
-        checkpoint: transformer-stage checkpoint or saved pipeline.
+        checkpoint: transformer-stage checkpoint or saved pipeline; or a tokenizer-stage checkpoint (then only
+            --data, --num_clips, --batch_size, --fvd, --ema and --out apply).
         data: shard folder of held-out clips.
-        tasks: comma-separated task names, or all (the checkpoint's tasks).
+        tasks: comma-separated task names, or all (the checkpoint's tasks); a model trained with prompt_sharing
+            none takes any registered task (paper Table 4 scores single-task models on every task).
         num_clips: clips to evaluate per task (FVD needs many; an estimate of the time is printed after the
             first task, with the quicker options).
         batch_size: clips per generation batch.
@@ -338,30 +359,74 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
         fvd: compute FVD with the Kinetics-400 I3D (run `magvit weights i3d` once first).
         steps: decoding steps.
         sampler: decoding method (see `magvit plugins`; default: the one the model was trained with).
+        choice_temperature: the sampler's choice temperature (default: the sampler's own).
+        temperature: the sampler's token sampling temperature (default: the sampler's own).
+        schedule: mask schedule name of the decoding (see `magvit plugins`; default: the sampler's own).
+        guidance: classifier-free guidance scale (0: off; the model must have been trained with condition dropout).
+        guidance_task: task whose prompt the unconditional pass of guidance uses (default: the task's own).
+        repeats: generations per clip, each with other seeds; every score is reported as mean +- std over them
+            (the paper's protocol), metrics.json keeps each repeat's scores.
         seed: decoding seed.
+        ema: score the EMA weights (of the transformer; of a tokenizer checkpoint's generator, the copy used as
+            the tokenizer); --no_ema scores the trained weights.
         out: folder for metrics.json and metrics.csv.
     """
+    given = dict(locals())
+    from magvit.checkpoint import stage_of
     from magvit.data import make_eval_loader
     from magvit.metrics.evaluation import evaluate_tasks
     from magvit.kernels.malloc import release_before_decoding
     from magvit.metrics.progress import estimate_printer
     from magvit.pipeline import MagvitPipeline
 
-    _check_counts(num_clips=num_clips, batch_size=batch_size, steps=steps)
-    pipe = MagvitPipeline.from_checkpoint(checkpoint)
+    _check_counts(num_clips=num_clips, batch_size=batch_size, steps=steps, repeats=repeats)
+    if stage_of(checkpoint) == "tokenizer":
+        return _evaluate_tokenizer(given)
+    pipe = MagvitPipeline.from_checkpoint(checkpoint, use_ema=ema)
     release_before_decoding(pipe.tokenizer)  # the decoder's activations are a generation's peak
     names = None if tasks == "all" else [t.strip() for t in tasks.split(",") if t.strip()]
     for name in names or ():
         pipe.task(name)  # an unknown task is refused before the data and FVD are set up
     # progress, the plan and the estimate go to stderr; the table (the command's result) to stdout
     report = evaluate_tasks(pipe, make_eval_loader(data, batch_size), names, fvd_extractor="i3d" if fvd else None,
-                            paste_condition=paste_condition, steps=steps, sampler=sampler, seed=seed,
+                            paste_condition=paste_condition, steps=steps, sampler=sampler,
+                            sampler_options=_sampler_options(choice_temperature, temperature, schedule),
+                            guidance_scale=guidance, guidance_task=guidance_task, repeats=repeats, seed=seed,
                             max_clips=num_clips,
                             progress=True,
                             on_estimate=estimate_printer(clips_flag="--num_clips", fvd_flag="--no_fvd"))
     if out is not None:
         report.write(out)
     return report.table() + (f"\nwrote {out}/metrics.json and metrics.csv" if out else "")
+
+
+#: The flags of `magvit evaluate` that apply to a tokenizer checkpoint (reconstruction metrics).
+RECONSTRUCTION_FLAGS = ("checkpoint", "data", "num_clips", "batch_size", "fvd", "ema", "out")
+
+
+def _evaluate_tokenizer(given: dict[str, Any]) -> str:
+    """`magvit evaluate` on a tokenizer-stage checkpoint: reconstruction PSNR, SSIM and FVD (paper Table 7)."""
+    from magvit.data import make_eval_loader
+    from magvit.metrics.reconstruction import TokenizerSource, evaluate_reconstruction
+    from magvit.pipeline import load_tokenizer_weights
+
+    defaults = inspect.signature(cmd_evaluate).parameters
+    decoding = [name for name, value in given.items()
+                if name not in RECONSTRUCTION_FLAGS and name != "seed" and value != defaults[name].default]
+    if decoding:
+        raise MagvitError(f"{given['checkpoint']} is a tokenizer checkpoint: evaluate scores its reconstructions, "
+                          f"which take no {', '.join('--' + n for n in decoding)} (those decode a transformer "
+                          "checkpoint's generations)")
+    tokenizer, spec, weights = load_tokenizer_weights(given["checkpoint"], use_ema=given["ema"])
+    tokenizer.eval()
+    report = evaluate_reconstruction(tokenizer, make_eval_loader(given["data"], given["batch_size"]),
+                                     fvd_extractor="i3d" if given["fvd"] else None, max_clips=given["num_clips"],
+                                     source=TokenizerSource(spec["name"], str(given["checkpoint"]), weights),
+                                     progress=True)
+    out = given["out"]
+    if out is not None:
+        report.write(out)
+    return report.table() + (f"\nwrote {out}/metrics.json" if out else "")
 
 
 def cmd_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 64, fvd: bool = True,

@@ -1,9 +1,11 @@
-"""The decoding loop: one loop for every sampler, and the autoregressive baseline.
+"""The decoding loop: one loop for every sampler (:mod:`magvit.samplers`).
 
-* :func:`decode` -- the loop of the non-autoregressive samplers (:mod:`magvit.samplers`): the sampler sets
-  up the state, then each step calls the model (with classifier-free guidance when asked) and hands its
-  codebook logits to ``sampler.step``, until the sampler says it is done. ``commit`` is paper Algorithm 1.
-* :func:`autoregressive_decode` -- raster-order, one token per step with a key/value cache (paper Table 6).
+:func:`decode`: the sampler sets up the state, then each step calls the model (with classifier-free guidance
+when asked) and hands its codebook logits to ``sampler.step``, until the sampler says it is done. ``commit``
+is paper Algorithm 1. Two optional sampler hooks widen the seam for the autoregressive baseline (``ar``):
+``num_steps(steps, num_tokens)`` (how many steps; default ``steps``) and ``model_logits(model, state,
+prompt, label) -> (logits, state)`` (how a step's logits are obtained, e.g. through a key/value cache;
+default one model call on ``state.inputs``).
 
 Every decoder takes a ``torch.Generator``: the same seed gives the same tokens. The per-step work outside
 the model is a handful of vectorised ops on ``[B, N]`` and one softmax over ``[B, N, K]`` codebook logits.
@@ -21,7 +23,7 @@ from magvit.errors import InputError
 from magvit.protocols import Sampler
 from magvit.samplers.base import DEFAULT_STEPS, DecodeState
 
-__all__ = ["Callback", "autoregressive_decode", "decode"]
+__all__ = ["Callback", "decode"]
 
 Callback = Callable[[DecodeState], None]
 
@@ -106,7 +108,8 @@ def decode(
     """Decode a token sequence with ``sampler`` (e.g. ``get_sampler("commit")``: paper Algorithm 1).
 
     Args:
-        model: a bidirectional :class:`~magvit.transformer.MaskedTransformer` (put in eval mode by the caller).
+        model: a :class:`~magvit.transformer.MaskedTransformer` of the sampler's kind (causal for ``ar``),
+            put in eval mode by the caller.
         sampler: the decoding method (:mod:`magvit.samplers`).
         prompt: prompt id (``model.vocab.prompt_id(task.prompt)``), int or long ``[B]``; None if single-task.
         label: class id (``model.vocab.class_id(label or None)``), int or long ``[B]``.
@@ -114,7 +117,7 @@ def decode(
         cond_mask: bool, same shape: True on condition tokens (``task_token_mask``).
         generator: source of all randomness.
         batch_size: B when ``cond_tokens`` is None.
-        steps: K decoding steps (12).
+        steps: K decoding steps (12); the sampler may fix its own count (``ar``: one step per token).
         guidance_scale: classifier-free guidance ``s`` (0 = off); the unconditional pass has the sampler's
             :meth:`~magvit.protocols.Sampler.unconditional_inputs`, the "uncond" class and ``uncond_prompt``
             (default: the same prompt).
@@ -140,56 +143,17 @@ def decode(
     uncond_prompt_ids = _ids(uncond_prompt, b, device, "uncond_prompt") if uncond_prompt is not None else prompt_ids
     uncond_label = torch.full((b,), model.vocab.uncond_id, dtype=torch.long, device=device)
     state = sampler.init_state(z_cond, cond, model.vocab.mask_id)
-    for _ in range(steps):
-        logits = _logits(model, sampler, state, prompt_ids, label_ids, guidance_scale, uncond_prompt_ids,
-                         uncond_label)
+    num_steps = getattr(sampler, "num_steps", None)
+    own_logits = getattr(sampler, "model_logits", None)
+    for _ in range(steps if num_steps is None else num_steps(steps, z_cond.shape[1])):
+        if own_logits is not None:
+            logits, state = own_logits(model, state, prompt_ids, label_ids)
+        else:
+            logits = _logits(model, sampler, state, prompt_ids, label_ids, guidance_scale, uncond_prompt_ids,
+                             uncond_label)
         state = sampler.step(state, logits, steps, generator)
         if callback is not None:
             callback(state)
         if state.done:
             break
     return state.tokens.reshape(shape)
-
-
-# -- autoregressive -------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def autoregressive_decode(
-    model: Any,
-    prompt: Tensor | int | None,
-    label: Tensor | int,
-    cond_tokens: Tensor | None = None,
-    cond_mask: Tensor | None = None,
-    *,
-    generator: torch.Generator,
-    batch_size: int | None = None,
-    temperature: float = 1.0,
-) -> Tensor:
-    """Raster-order autoregressive decoding with a key/value cache (paper Table 6 baseline).
-
-    One token per step; at condition positions (``cond_mask``) the condition token is fed instead of a
-    sample, so frame prediction conditions on the first frames' tokens. ``temperature=0`` is greedy.
-    """
-    if not getattr(model, "causal", False):
-        raise InputError("autoregressive decoding needs a causal model (MaskedTransformer(..., causal=True))")
-    z_cond, cond, shape = _condition(model, cond_tokens, cond_mask, batch_size)
-    b, n = z_cond.shape
-    device = z_cond.device
-    prompt_ids = _ids(prompt, b, device, "prompt")
-    label_ids = _ids(label, b, device, "label")
-    head = label_ids[:, None] if prompt_ids is None else torch.stack([prompt_ids, label_ids], dim=1)
-    cache = model.init_cache(b, device=device)
-    logits = model.step(head, cache)[:, -1]
-    out = torch.empty_like(z_cond)
-    for i in range(n):
-        if temperature == 0.0:
-            token = logits.argmax(dim=-1)
-        else:
-            probs = torch.softmax(logits.float() / temperature, dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        token = torch.where(cond[:, i], z_cond[:, i], token)
-        out[:, i] = token
-        if i < n - 1:
-            logits = model.step(token[:, None], cache)[:, -1]
-    return out.reshape(shape)

@@ -35,19 +35,19 @@ from magvit.masking import (
     TOKEN_RULES,
     LossWeights,
     MaskedTokens,
-    num_masked,
-    random_mask,
     sample_ratio,
     task_token_mask,
 )
-from magvit.protocols import MaskScheduler, Task, Tokenizer
-from magvit.registry import get_sampler, sampler_names
+from magvit.protocols import MaskScheduler, Sampler, Task, Tokenizer
+from magvit.registry import default_registry, sampler_names
+from magvit.samplers.base import maskable_positions
 
 __all__ = [
     "LossOutput",
     "MultiTaskObjective",
     "ObjectiveConfig",
     "TaskCycle",
+    "WeightOverrides",
     "smoothed_cross_entropy",
     "token_loss",
     "weighted_loss",
@@ -66,9 +66,35 @@ def _one_of(choices: Sequence[str]) -> Any:
 
 
 def _registered_sampler(instance: object, attribute: attrs.Attribute, value: str) -> None:
-    names = sampler_names()
-    if value not in names:
-        raise InputError(f"{attribute.name} must be a registered sampler, one of {names}, got {value!r}")
+    try:
+        default_registry().entry("sampler", value)  # a name or an alias ("latent")
+    except KeyError:
+        raise InputError(f"{attribute.name} must be a registered sampler, one of {sampler_names()}, got "
+                         f"{value!r}") from None
+
+
+@attrs.frozen
+class WeightOverrides:
+    """Loss weights a config sets; each one left None is the method's (``Sampler.default_weights``), so
+    ``objective.weights.refine 0`` changes only ``refine``."""
+
+    refine: float | None = None
+    mask: float | None = None
+    recons: float | None = None
+
+    def over(self, defaults: LossWeights) -> LossWeights:
+        """``defaults`` with the weights set here replaced."""
+        return LossWeights(*(d if o is None else float(o) for o, d in zip(attrs.astuple(self), attrs.astuple(defaults))))
+
+
+def _overrides(value: WeightOverrides | LossWeights | Mapping[str, float] | None) -> WeightOverrides:
+    if value is None:
+        return WeightOverrides()
+    if isinstance(value, LossWeights):  # every weight given
+        return WeightOverrides(**attrs.asdict(value))
+    if isinstance(value, Mapping):
+        return WeightOverrides(**value)
+    return value
 
 
 def _scheduler(schedule: str | Mapping[str, Any]) -> MaskScheduler:
@@ -92,32 +118,45 @@ class ObjectiveConfig:
 
     Attributes:
         method: the registered sampler whose training side masks the sequence: ``"commit"`` (paper Eq. 2),
-            ``"maskgit"`` (MaskGIT latent masking) or ``"prefix"`` (prefix condition), the last two the
-            baselines of paper Table 5, or a plugin's sampler.
+            ``"maskgit"`` (MaskGIT latent masking; the paper's name ``"latent"`` is its alias) or
+            ``"prefix"`` (prefix condition), the baselines of paper Table 5, ``"ar"`` (the autoregressive
+            baseline of Table 6), or a plugin's sampler. It also picks the architecture (causal for ``ar``,
+            prefix condition for ``prefix``) and the sampler the model decodes with.
+        sampler_options: the sampler's options (e.g. ``{"unmaskable": "ground_truth"}`` for ``maskgit``).
         schedule: the mask-ratio schedule: a registry name (``"cosine"``) or a spec ``{"name": ...,
             "config": {...}}`` setting its constructor arguments (e.g. ``{"name": "exp", "config":
             {"num_tokens": 256}}``).
         token_rule: ``"supervoxel"`` (paper) or ``"analytic"`` (authors' code, ``videogvt/train_lib/cond_utils.py``).
         label_smoothing: epsilon of the smoothed targets (1e-4).
-        weights: loss weights of refine / mask / recons; None uses the method's default (all 1 for COMMIT,
-            [MASK] positions only for the baselines).
+        weights: overrides of the refine / mask / recons loss weights; each one not set is the method's
+            default (``Sampler.default_weights``: all 1 for COMMIT; see each sampler).
         ratio_per_example: one mask ratio per example instead of one per step.
         condition_dropout: probability of dropping an example's class and visual condition (classifier-free
             guidance training; 0 in the paper).
     """
 
     method: str = attrs.field(default="commit", validator=_registered_sampler)
+    sampler_options: dict[str, Any] = attrs.field(factory=dict)
     schedule: str | dict[str, Any] = attrs.field(default="cosine", validator=_buildable_schedule)
     token_rule: str = attrs.field(default="supervoxel", validator=_one_of(TOKEN_RULES))
     label_smoothing: float = attrs.field(default=1e-4, validator=_probability)
-    weights: LossWeights | None = None
+    weights: WeightOverrides = attrs.field(factory=WeightOverrides, converter=_overrides)
     ratio_per_example: bool = False
     condition_dropout: float = attrs.field(default=0.0, validator=_probability)
 
     def __attrs_post_init__(self) -> None:
-        if self.method == "prefix" and self.condition_dropout:
-            raise InputError("condition_dropout needs the same condition length per batch; not supported with "
-                             "method='prefix'")
+        sampler = self.sampler()  # a bad option is refused with the config
+        if self.condition_dropout and not sampler.supports_guidance:
+            raise InputError(f"condition_dropout trains for classifier-free guidance, which the {sampler.name!r} "
+                             f"sampler (method={self.method!r}) does not support; set condition_dropout 0")
+
+    def sampler(self) -> Sampler:
+        """The sampler of :attr:`method` with :attr:`sampler_options`."""
+        return build_part("sampler", {"name": self.method, "config": dict(self.sampler_options)})
+
+    def loss_weights(self, sampler: Sampler) -> LossWeights:
+        """The loss weights of a step: :attr:`weights` over ``sampler.default_weights``."""
+        return self.weights.over(sampler.default_weights)
 
 
 class TaskCycle:
@@ -194,18 +233,26 @@ def _flat(name: str, value: Tensor, batch: int, n: int, dtype: torch.dtype) -> T
     return value.reshape(batch, n)
 
 
-def _mask(shape: tuple[int, int], config: ObjectiveConfig, scheduler: MaskScheduler,
-          generator: torch.Generator | None, device: Any) -> Tensor:
-    """Positions to mask: one ratio per step (the authors' ``generate_mask_ratio``) or, as an option, one per
-    example."""
-    if not config.ratio_per_example:
-        return random_mask(shape, sample_ratio(scheduler, generator), generator, device)
-    b, n = shape
-    u = torch.rand(b, generator=generator, dtype=torch.float64)
-    counts = torch.tensor([num_masked(n, scheduler.ratio(x).clamp(MIN_RATIO, 1.0)) for x in u], device=device)
-    scores = torch.rand(shape, generator=generator, device=device)
-    cutoff = scores.sort(dim=1).values.gather(1, counts[:, None] - 1)
-    return scores <= cutoff
+def _mask(maskable: Tensor, config: ObjectiveConfig, scheduler: MaskScheduler,
+          generator: torch.Generator | None) -> Tensor:
+    """Positions to mask among the ``maskable`` ones (bool ``[B, N]``): ``clip(floor(M gamma), 1, M)`` of the
+    ``M`` maskable positions of each example at uniformly random places (``random_mask`` in the authors'
+    ``videogvt/train_lib/mask_utils.py``), with one ratio per step (the authors' ``generate_mask_ratio``) or,
+    as an option, one per example."""
+    b, n = maskable.shape
+    if config.ratio_per_example:
+        u = torch.rand(b, generator=generator, dtype=torch.float64)
+        gamma = torch.stack([scheduler.ratio(x).clamp(MIN_RATIO, 1.0) for x in u]) if b else torch.zeros(0)
+    else:
+        gamma = torch.full((b,), sample_ratio(scheduler, generator), dtype=torch.float64)
+    num_maskable = maskable.sum(dim=1)
+    counts = torch.floor(num_maskable.cpu().double() * gamma).long().clamp(min=1)
+    counts = torch.minimum(counts, num_maskable.cpu()).to(maskable.device)
+    scores = torch.rand((b, n), generator=generator, device=maskable.device)
+    # Unmaskable positions score +inf (the authors' NEVER_MASK), so they sort last and are never cut.
+    scores = torch.where(maskable, scores, torch.full_like(scores, torch.inf))
+    cutoff = scores.sort(dim=1).values.gather(1, (counts - 1).clamp(min=0)[:, None])
+    return (scores <= cutoff) & maskable & (counts > 0)[:, None]
 
 
 def _class_ids(model: Any, task: Task, labels: Tensor | None, batch: int, device: Any) -> Tensor:
@@ -236,8 +283,8 @@ def token_loss(
     """Masked token modelling loss of one batch of one task (paper Eq. 3).
 
     Args:
-        model: a :class:`~magvit.transformer.MaskedTransformer` (a causal one gets the teacher-forced
-            autoregressive loss of the paper Table 6 baseline instead).
+        model: a :class:`~magvit.transformer.MaskedTransformer` of the architecture ``config.method`` needs
+            (causal for ``ar``, prefix condition for ``prefix``).
         tokens: ground-truth codes, long ``[B, N]`` or ``[B, t, h, w]``.
         cond_tokens: condition codes ``z~`` (same shape), None for tasks without a visual condition.
         cond_mask: bool, True on condition tokens; None means no condition token.
@@ -263,25 +310,22 @@ def token_loss(
     prompt = _prompt_ids(model, task, b, device)
     label = _class_ids(model, task, labels, b, device)
 
-    if getattr(model, "causal", False):
-        # Autoregressive baseline: every position is predicted from the ground truth before it.
-        ones = torch.ones_like(tokens, dtype=torch.float)
-        masked = MaskedTokens(tokens, tokens, ones, torch.ones_like(cond_mask))
-        logits = model(tokens, prompt, label)
-    else:
-        if config.condition_dropout:
-            # Classifier-free guidance training: the dropped example sees neither class nor z~, which is
-            # exactly the unconditional pass of guided decoding (uncond_masked_inputs in the authors'
-            # videogvt/train_lib/mask_utils.py).
-            drop = torch.rand(b, generator=generator, device=device) < config.condition_dropout
-            label = torch.where(drop, torch.full_like(label, model.vocab.uncond_id), label)
-            cond_mask = cond_mask & ~drop[:, None]
-        scheduler = scheduler or _scheduler(config.schedule)
-        positions = _mask((b, n), config, scheduler, generator, device)
-        sampler = get_sampler(config.method)
-        masked = sampler.training_inputs(tokens, cond_tokens, cond_mask, positions, model.vocab.mask_id,
-                                         config.weights)
-        logits = model(masked.inputs, prompt, label, masked.prefix, masked.prefix_index)
+    sampler = config.sampler()
+    if bool(getattr(model, "causal", False)) != bool(sampler.causal):
+        kind = "a causal model" if sampler.causal else "a bidirectional model"
+        raise InputError(f"method {config.method!r} trains {kind} (MaskedTransformer(causal={sampler.causal}))")
+    if config.condition_dropout:
+        # Classifier-free guidance training: the dropped example sees neither class nor z~, which is
+        # exactly the unconditional pass of guided decoding (uncond_masked_inputs in the authors'
+        # videogvt/train_lib/mask_utils.py).
+        drop = torch.rand(b, generator=generator, device=device) < config.condition_dropout
+        label = torch.where(drop, torch.full_like(label, model.vocab.uncond_id), label)
+        cond_mask = cond_mask & ~drop[:, None]
+    scheduler = scheduler or _scheduler(config.schedule)
+    positions = _mask(maskable_positions(sampler, cond_mask), config, scheduler, generator)
+    masked = sampler.training_inputs(tokens, cond_tokens, cond_mask, positions, model.vocab.mask_id,
+                                     config.loss_weights(sampler))
+    logits = model(masked.inputs, prompt, label, masked.prefix, masked.prefix_index)
     ce = smoothed_cross_entropy(logits, masked.targets, config.label_smoothing)
     loss, per_example = weighted_loss(ce, masked.weights)
     with torch.no_grad():

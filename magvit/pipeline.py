@@ -35,7 +35,8 @@ from magvit.limits import MAX_VIDEO_PIXELS, check_int
 from magvit.masking import TOKEN_RULES, task_token_mask, warn_condition_coverage
 from magvit.protocols import Condition, Sampler, Task, Tokenizer
 from magvit.safe_load import load_safetensors
-from magvit.tasks import build_tasks
+from magvit.samplers.base import transformer_options
+from magvit.tasks import build_task, build_tasks, transformer_prompts
 from magvit.tasks.base import check_video
 from magvit.transformer import MaskedTransformer
 
@@ -80,12 +81,21 @@ def build_tokenizer(spec: dict[str, Any], state: dict[str, Tensor] | None = None
 def load_tokenizer(path: str | os.PathLike, map_location: str = "cpu") -> tuple[Tokenizer, dict[str, Any]]:
     """The frozen tokenizer of a tokenizer-stage checkpoint: its EMA weights (as the authors'
     ``load_vq_model_params`` in ``videogvt/train_lib/maskgvt_train_lib.py``), and its spec."""
+    tokenizer, spec, _ = load_tokenizer_weights(path, map_location)
+    return tokenizer, spec
+
+
+def load_tokenizer_weights(path: str | os.PathLike, map_location: str = "cpu", use_ema: bool = True
+                           ) -> tuple[Tokenizer, dict[str, Any], str]:
+    """:func:`load_tokenizer` with the choice of weights: the generator's EMA (``use_ema``, the tokenizer's
+    default) or its trained weights; returns the tokenizer, its spec and the section used (``"ema"`` or
+    ``"models"``; a checkpoint without an EMA gives ``"models"``)."""
     state = ckpt.load(path, map_location)
     if state.get("stage") != "tokenizer":
         raise MagvitError(f"{path} is a {state.get('stage')!r} checkpoint; expected one written by the tokenizer stage")
     spec = _tokenizer_spec(_part(state, "model_config", dict, path), path)
-    section = "ema" if (state.get("ema") or {}).get("generator") else "models"
-    return build_tokenizer(spec, _weights(state, section, "generator", path)), spec
+    section = "ema" if use_ema and (state.get("ema") or {}).get("generator") else "models"
+    return build_tokenizer(spec, _weights(state, section, "generator", path)), spec, section
 
 
 def _part(obj: dict[str, Any], key: str, kind: type, path: str | os.PathLike, where: str = "") -> Any:
@@ -228,23 +238,43 @@ class MagvitPipeline:
         frames: int = 16,
         tokenizer: str = "vq3d",
         prompt_sharing: str = "paper",
+        method: str = "commit",
     ) -> MagvitPipeline:
-        """A randomly initialised pipeline: the ``name`` preset of tokenizer and transformer (``"tiny"`` for tests)."""
+        """A randomly initialised pipeline: the ``name`` preset of tokenizer and transformer (``"tiny"`` for tests).
+
+        ``method``: a registered sampler name (``commit``, ``latent``/``maskgit``, ``prefix``, ``ar``): the
+        transformer gets the architecture it needs and the pipeline decodes with it by default.
+        """
+        sampler = build_part("sampler", method)
         task_list = build_tasks("all" if tasks is None else tasks, prompt_sharing=prompt_sharing)
         tok = registry.get_tokenizer(tokenizer, preset=name, resolution=resolution)
         grid = tok.token_shape(frames, resolution, resolution)
         model = MaskedTransformer.from_preset(
-            name, codebook_size=tok.codebook_size, num_classes=num_classes, prompts=[t.prompt for t in task_list],
-            num_tokens=math.prod(grid),
+            name, codebook_size=tok.codebook_size, num_classes=num_classes,
+            prompts=transformer_prompts(task_list, prompt_sharing), num_tokens=math.prod(grid),
+            **transformer_options(sampler),
         )
-        return cls(tok, model, task_list, frames=frames, resolution=resolution, tokenizer_name=tokenizer)
+        return cls(tok, model, task_list, frames=frames, resolution=resolution, tokenizer_name=tokenizer,
+                   sampler=sampler)
 
     # -- generation ---------------------------------------------------------------------------
+    @property
+    def single_task(self) -> bool:
+        """True for a model without task prompts (``prompt_sharing="none"``, as the authors' single-task
+        models): it takes the condition of every registered task, not only the configured ones (paper
+        Table 4 scores B-FP and B-UNC on all eight tasks)."""
+        return not self.transformer.vocab.prompts
+
     def task(self, task: str | Task) -> Task:
+        """The configured task ``task``; a model without prompts (:attr:`single_task`) also takes any other
+        registered task (built with its default options) or task object."""
         name = task if isinstance(task, str) else task.name
-        if name not in self.tasks:
-            raise InputError(f"task {name!r} is not configured in this pipeline; configured: {', '.join(self.tasks)}")
-        return self.tasks[name]
+        if name in self.tasks:
+            return self.tasks[name]
+        if self.single_task:
+            return task if not isinstance(task, str) else build_task(name)
+        raise InputError(f"task {name!r} is not configured in this pipeline; configured: {', '.join(self.tasks)} "
+                         "(a model built with prompt_sharing 'none' takes any task)")
 
     @property
     def device(self) -> torch.device:

@@ -213,6 +213,12 @@ class Sampler(Protocol):
     The decoding loop (:func:`magvit.decoding.decode`) calls :meth:`init_state` once, then for each step
     calls the model on ``state.inputs`` (plus :meth:`model_kwargs`) and :meth:`step` with its codebook logits,
     until the state is ``done``.
+
+    Optional (read with ``getattr``; the built-ins have them where they matter): ``prefix_condition`` and
+    ``aliases`` class attributes (the architecture and other registry names), ``maskable(cond_mask)`` (the
+    positions the training mask is drawn over), ``num_steps(steps, num_tokens)`` and ``model_logits(model,
+    state, prompt, label) -> (logits, state)`` (the loop's step count and model call, e.g. through a
+    key/value cache, as ``ar``).
     """
 
     name: str

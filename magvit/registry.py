@@ -149,6 +149,9 @@ class Registry:
         self.problems: list[PluginProblem] = []
         self._sources: dict[str, str] = {}  # the loaded plugins; pm holds exactly these between loads
         self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in _KINDS.values()}
+        # Other names of a component (a factory's ``aliases`` class attribute, e.g. the paper's name of a
+        # sampler): alias -> registered name, resolved by entry().
+        self._aliases: dict[str, dict[str, str]] = {kind: {} for kind in _KINDS.values()}
         builtin, hint = f"magvit {_version('magvit')} (built-in)", "This is a bug in magvit: reinstall it, or report it"
         for module in builtins:
             self._add_plugin(module, builtin, hint, functools.partial(importlib.import_module, module))
@@ -182,6 +185,7 @@ class Registry:
         for kind, factories in found.items():
             for key, factory in factories.items():
                 self._entries[kind][key] = Entry(kind, key, factory, name, source)
+                self._aliases[kind].update({alias: key for alias in _aliases(factory)})
         self._sources[name] = source
         for hook_name in _unknown_hooks(self.pm, name):
             self._report(PluginProblem(name, source, _unknown_hook_message(hook_name, _spec_names(self.pm))))
@@ -214,6 +218,10 @@ class Registry:
                             "the first registration wins")
         if name in found:
             raise _Rejected(f"{kind} {name!r} is added twice by this plugin")
+        taken = set(self._entries[kind]) | set(self._aliases[kind]) | set(found)
+        clash = [a for a in (name, *_aliases(factory)) if a in self._aliases[kind] or (a != name and a in taken)]
+        if clash:
+            raise _Rejected(f"{kind} {name!r}: the name {clash[0]!r} is already taken by another {kind} or alias")
         if not callable(factory):
             raise _Rejected(f"{kind} {name!r}: its factory {reprlib.repr(factory)} is not callable")
         if kind in ("task", "sampler"):  # small records: build the default one to check it
@@ -235,7 +243,9 @@ class Registry:
         return list(self._entries[kind])
 
     def entry(self, kind: str, name: str) -> Entry:
+        """The component registered as ``name`` or under the alias ``name``."""
         table = self._entries[kind]
+        name = self._aliases[kind].get(name, name)
         if name not in table:
             known = ", ".join(table) or "none"
             raise KeyError(f"unknown {kind} {name!r}; registered {kind}s: {known}")
@@ -247,6 +257,15 @@ class Registry:
     def plugins(self) -> list[tuple[str, str]]:
         """``(plugin name, source)`` of every loaded plugin, in load order."""
         return list(self._sources.items())
+
+
+def _aliases(factory: object) -> tuple[str, ...]:
+    """A factory's other names (its ``aliases`` class attribute), checked to be non-empty strings."""
+    aliases = getattr(factory, "aliases", ())
+    if isinstance(aliases, str) or not isinstance(aliases, (tuple, list)) or \
+            not all(isinstance(a, str) and a for a in aliases):
+        raise _Rejected(f"its aliases must be a tuple of non-empty names, got {reprlib.repr(aliases)}")
+    return tuple(aliases)
 
 
 def _guard(call: Callable[[], Any], what: str) -> Any:

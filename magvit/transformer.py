@@ -14,8 +14,14 @@ Two baselines of the paper share the module:
   not say how they are positioned; we give each prefix token the position embedding of the visual
   position it came from plus a learned "condition segment" embedding, so the position table stays
   ``2 + N`` and the model can tell a prefix token from the visual token at the same position.
-* autoregressive (paper Table 6): ``causal=True`` masks attention to the past and adds a key/value cache
-  (:meth:`MaskedTransformer.init_cache`, :meth:`MaskedTransformer.step`) for raster-order decoding.
+* autoregressive (paper Table 6; the authors' ``lmgvt``, ``videogvt/train_lib/maskgvt_train_lib.py:
+  generate_tokens_for_lm``): ``causal=True`` reads ``[BOS] [prompt] [class] [condition tokens] [SEP]
+  [visual tokens]`` shifted right by BOS (the authors use the [MASK] id as BOS), masks attention to the past
+  and adds a key/value cache (:meth:`MaskedTransformer.init_cache`, :meth:`MaskedTransformer.start`,
+  :meth:`MaskedTransformer.step`) for raster-order decoding. Its vocabulary has a separator slot
+  (``Vocabulary.separator``); a bidirectional model's has none. The condition tokens are positioned as the
+  prefix-condition ones (visual slot + condition segment); the authors, with one task (frame prediction),
+  number the whole sequence, so their visual positions shift with the condition length.
 """
 
 from __future__ import annotations
@@ -55,14 +61,16 @@ class Vocabulary:
     """Token ids of the transformer (the authors' ``get_bert_model``, adapted to named prompts).
 
     Layout: codes ``[0, K)``; class ``c`` -> ``K + c``; "uncond" -> ``K + C``; one id per prompt key after
-    that (in the given order, duplicates collapsed); then ``[MASK]`` as the last row (the authors address
-    it as id -1, i.e. the last row). A model config stores ``prompts`` by name, so a checkpoint carries the
+    that (in the given order, duplicates collapsed); then, for a causal model only (``separator``), the
+    [SEP] token between the condition tokens and the clip (the authors' ``SpecialTokens.SEP``); then
+    ``[MASK]`` as the last row (the authors address it as id -1, i.e. the last row). A model config stores ``prompts`` by name, so a checkpoint carries the
     mapping and a third-party task gets its own prompt token just by being configured.
     """
 
     codebook_size: int
     num_classes: int = 0
     prompts: tuple[str, ...] = attrs.field(default=(), converter=_unique)
+    separator: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.codebook_size < 2:
@@ -76,8 +84,16 @@ class Vocabulary:
         return self.codebook_size + self.num_classes
 
     @property
-    def mask_id(self) -> int:
+    def separator_id(self) -> int:
+        """The [SEP] token of a causal model's sequence."""
+        if not self.separator:
+            raise InputError("this vocabulary has no separator token (only causal models have one)")
         return self.codebook_size + self.num_classes + 1 + len(self.prompts)
+
+    @property
+    def mask_id(self) -> int:
+        """[MASK]; a causal model's BOS too (the authors' ``lm_tokens`` use the [MASK] id as BOS)."""
+        return self.codebook_size + self.num_classes + 1 + len(self.prompts) + int(self.separator)
 
     @property
     def size(self) -> int:
@@ -183,8 +199,9 @@ def _check_arguments(codebook_size: Any, num_classes: Any, prompts: Any, num_tok
     check_int(owner, "init_seed", init_seed, -(2**63))
     if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
         raise InputError(f"{owner}: prompts must be a list of prompt keys (strings), got {prompts!r}")
-    vocab_size = codebook_size + num_classes + len(set(prompts)) + 2
-    count = parameter_count(vocab_size, 2 + num_tokens, num_layers, hidden_size, mlp_dim, prefix_condition)
+    vocab_size = codebook_size + num_classes + len(set(prompts)) + 2 + int(causal)
+    positions = 2 + num_tokens + 2 * int(causal)  # a causal model adds BOS and SEP
+    count = parameter_count(vocab_size, positions, num_layers, hidden_size, mlp_dim, prefix_condition or causal)
     check_parameter_count(owner, count, f"num_layers={num_layers}, hidden_size={hidden_size}, mlp_dim={mlp_dim}, "
                                        f"codebook_size={codebook_size}, num_tokens={num_tokens}")
 
@@ -194,11 +211,16 @@ def _check_arguments(codebook_size: Any, num_classes: Any, prompts: Any, num_tok
 
 @attrs.define
 class KVCache:
-    """Per-layer key/value buffers ``[B, heads, L, head_dim]`` of a causal model; ``length`` are filled."""
+    """Per-layer key/value buffers ``[B, heads, L, head_dim]`` of a causal model; ``length`` are filled.
+
+    ``condition_length``: the condition tokens in the cache, which take cache slots but no position of
+    their own (they share their visual slot's).
+    """
 
     keys: list[Tensor]
     values: list[Tensor]
     length: int = 0
+    condition_length: int = 0
 
     @property
     def capacity(self) -> int:
@@ -303,7 +325,8 @@ class MaskedTransformer(nn.Module):
         num_tokens: N, visual tokens per clip (``t*h*w``; 1024 in the paper).
         num_layers, hidden_size, num_heads, mlp_dim: size.
         dropout, attention_dropout: 0.1 each in the paper.
-        causal: autoregressive baseline (paper Table 6) instead of the bidirectional model.
+        causal: autoregressive baseline (paper Table 6) instead of the bidirectional model; adds the [SEP]
+            token to the vocabulary and the condition-segment embedding.
         prefix_condition: add the condition-segment embedding used by the prefix-condition baseline.
         init_seed: seed of the truncated-normal init.
 
@@ -331,14 +354,15 @@ class MaskedTransformer(nn.Module):
         super().__init__()
         _check_arguments(codebook_size, num_classes, prompts, num_tokens, num_layers, hidden_size, num_heads,
                          mlp_dim, dropout, attention_dropout, causal, prefix_condition, init_seed)
-        self.vocab = Vocabulary(codebook_size, num_classes, tuple(prompts))
+        self.vocab = Vocabulary(codebook_size, num_classes, tuple(prompts), separator=causal)
         size = TransformerSize(num_layers, hidden_size, num_heads, mlp_dim)
         self.num_tokens = num_tokens
         self.causal = causal
         self.word = nn.Embedding(self.vocab.size, hidden_size)
-        # Learned absolute positions over the whole sequence (2 + N in multi-task mode), as in the authors' BERT.
-        self.position = nn.Embedding(self.vocab.num_prefix + num_tokens, hidden_size)
-        self.segment = nn.Parameter(torch.empty(hidden_size)) if prefix_condition else None
+        # Learned absolute positions over the whole sequence (2 + N in multi-task mode), as in the authors' BERT;
+        # a causal model's sequence adds BOS and SEP.
+        self.position = nn.Embedding(self.vocab.num_prefix + num_tokens + 2 * int(causal), hidden_size)
+        self.segment = nn.Parameter(torch.empty(hidden_size)) if prefix_condition or causal else None
         self.embed_norm = nn.LayerNorm(hidden_size, eps=LN_EPS)
         self.embed_drop = Dropout(dropout)
         self.blocks = nn.ModuleList(PostLNBlock(size, dropout, attention_dropout) for _ in range(num_layers))
@@ -437,10 +461,12 @@ class MaskedTransformer(nn.Module):
             inputs: long ``[B, N]`` visual inputs (codes, condition codes or ``vocab.mask_id``).
             prompt: long ``[B]`` prompt ids (``vocab.prompt_id``), ``None`` for a single-task model.
             label: long ``[B]`` class ids (``vocab.class_id``: a class or "uncond").
-            prefix: long ``[B, P]`` condition tokens (prefix-condition baseline), prepended after the class.
+            prefix: long ``[B, P]`` condition tokens (prefix-condition and autoregressive baselines), after the
+                class (and, in causal mode, before [SEP]).
             prefix_index: long ``[B, P]`` visual position (in ``[0, N)``) each prefix token came from.
 
-        In causal mode ``logits[:, i]`` predicts ``inputs[:, i]`` from ``inputs[:, :i]`` (teacher forcing).
+        In causal mode ``logits[:, i]`` predicts ``inputs[:, i]`` from the condition tokens and ``inputs[:, :i]``
+        (teacher forcing).
         """
         b = inputs.shape[0] if isinstance(inputs, Tensor) and inputs.dim() == 2 else -1
         self._check_ids("inputs", inputs, (b, self.num_tokens))
@@ -448,18 +474,30 @@ class MaskedTransformer(nn.Module):
         npre = head.shape[1]
         device = inputs.device
         if self.causal:
-            if prefix is not None:
-                raise InputError("the causal (autoregressive) model does not take a condition prefix")
-            # Token i is predicted at the position before it; the last visual token is never an input.
-            ids = torch.cat([head, inputs[:, :-1]], dim=1)
-            x = self._embed(ids, torch.arange(ids.shape[1], device=device))
-            return self._run(x, causal=True)[:, npre - 1 :]
+            # Token i is predicted at the position before it ([SEP] predicts the first); the last visual token
+            # is never an input.
+            lead = self._causal_lead(head, prefix, prefix_index, b)
+            visual = self._embed(inputs[:, :-1], torch.arange(npre + 2, npre + 1 + self.num_tokens, device=device))
+            return self._run(torch.cat([lead, visual], dim=1), causal=True)[:, -self.num_tokens :]
         x = self._embed(torch.cat([head, inputs], dim=1), torch.arange(npre + self.num_tokens, device=device))
         if prefix is not None:
             x = torch.cat([x[:, :npre], self._embed_prefix(prefix, prefix_index, b, npre), x[:, npre:]], dim=1)
         elif prefix_index is not None:
             raise InputError("prefix_index was given without prefix")
         return self._run(x, causal=False)[:, -self.num_tokens :]
+
+    def _causal_lead(self, head: Tensor, prefix: Tensor | None, prefix_index: Tensor | None, b: int) -> Tensor:
+        """Embeddings of ``[BOS] [prompt] [class] [condition tokens] [SEP]``, the sequence before the clip."""
+        npre, device = head.shape[1], head.device
+        bos = torch.full((b, 1), self.vocab.mask_id, dtype=torch.long, device=device)
+        parts = [self._embed(torch.cat([bos, head], dim=1), torch.arange(npre + 1, device=device))]
+        if prefix is not None:
+            parts.append(self._embed_prefix(prefix, prefix_index, b, npre + 2))
+        elif prefix_index is not None:
+            raise InputError("prefix_index was given without prefix")
+        sep = torch.full((b, 1), self.vocab.separator_id, dtype=torch.long, device=device)
+        parts.append(self._embed(sep, torch.full((1,), npre + 1, dtype=torch.long, device=device)))
+        return torch.cat(parts, dim=1)
 
     def _embed_prefix(self, prefix: Tensor, prefix_index: Tensor | None, b: int, npre: int) -> Tensor:
         if self.segment is None:
@@ -483,32 +521,53 @@ class MaskedTransformer(nn.Module):
         return self.head(x, self.word.weight, self.codebook_size)
 
     # -- key/value cache (causal mode) -----------------------------------------------------------------
-    def init_cache(self, batch_size: int, device: Any = None, dtype: torch.dtype | None = None) -> KVCache:
-        """Empty key/value buffers for the whole sequence (prefix + N visual tokens)."""
+    def init_cache(self, batch_size: int, device: Any = None, dtype: torch.dtype | None = None,
+                   condition_length: int = 0) -> KVCache:
+        """Empty key/value buffers for the whole sequence: BOS, prompt and class, ``condition_length``
+        condition tokens, SEP and the N visual tokens."""
         if not self.causal:
             raise InputError("a key/value cache needs a causal model (built with causal=True)")
+        check_int("MaskedTransformer.init_cache", "condition_length", condition_length, 0, self.num_tokens)
         d = self.config["hidden_size"]
         h = self.config["num_heads"]
-        shape = (batch_size, h, self.vocab.num_prefix + self.num_tokens, d // h)
+        shape = (batch_size, h, 2 + self.vocab.num_prefix + condition_length + self.num_tokens, d // h)
         dtype = dtype or self.word.weight.dtype
         device = device if device is not None else self.word.weight.device
         keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in self.blocks]
         values = [torch.zeros(shape, device=device, dtype=dtype) for _ in self.blocks]
         return KVCache(keys, values)
 
-    def step(self, ids: Tensor, cache: KVCache) -> Tensor:
-        """Append ``ids`` (long ``[B, S]``) at the next sequence positions; return logits ``[B, S, K]``.
+    def start(self, cache: KVCache, prompt: Tensor | None, label: Tensor, prefix: Tensor | None = None,
+              prefix_index: Tensor | None = None) -> Tensor:
+        """Feed ``[BOS] [prompt] [class] [prefix] [SEP]`` into an empty ``cache`` (from :meth:`init_cache`
+        with ``condition_length`` P); return the logits ``[B, K]`` of the first visual token."""
+        if not self.causal:
+            raise InputError("start() needs a causal model (built with causal=True)")
+        if cache.length:
+            raise InputError(f"start() begins a sequence: the cache must be empty, it holds {cache.length} positions")
+        b = label.shape[0] if isinstance(label, Tensor) and label.dim() == 1 else -1
+        lead = self._causal_lead(self._prefix_ids(prompt, label, b), prefix, prefix_index, b)
+        if lead.shape[1] + self.num_tokens > cache.capacity:
+            raise InputError(f"the cache holds {cache.capacity} positions; a sequence of {lead.shape[1]} before "
+                             f"{self.num_tokens} visual tokens needs more (init_cache(condition_length=P))")
+        logits = self._run(lead, causal=True, cache=cache)
+        cache.length = lead.shape[1]
+        cache.condition_length = 0 if prefix is None else prefix.shape[1]
+        return logits[:, -1]
 
-        ``logits[:, j]`` predicts the token after ``ids[:, j]``. Start with the prompt and class ids, then
-        feed each sampled visual token.
-        """
+    def step(self, ids: Tensor, cache: KVCache) -> Tensor:
+        """Append visual tokens ``ids`` (long ``[B, S]``) after those already in ``cache`` (after
+        :meth:`start`); return logits ``[B, S, K]``: ``logits[:, j]`` predicts the token after ``ids[:, j]``."""
         if not self.causal:
             raise InputError("step() needs a causal model (built with causal=True)")
         b, s = ids.shape
         if cache.length + s > cache.capacity:
             raise InputError(f"the cache holds {cache.capacity} positions; cannot append {s} at {cache.length}")
+        if not cache.length:
+            raise InputError("step() continues a sequence: call start() first")
         self._check_ids("ids", ids, (b, s))
-        positions = torch.arange(cache.length, cache.length + s, device=ids.device)
+        first = cache.length - cache.condition_length  # condition tokens hold slots but no positions
+        positions = torch.arange(first, first + s, device=ids.device)
         logits = self._run(self._embed(ids, positions), causal=True, cache=cache)
         cache.length += s
         return logits

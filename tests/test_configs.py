@@ -39,7 +39,7 @@ def parse(parser, *files, args=()):
 def test_every_yaml_is_covered():
     everything = sorted(CONFIGS.rglob("*.y*ml"))
     assert everything == sorted(DATA + TINY + PAPER), "a config outside data/, tiny/, tokenizer/, transformer/"
-    assert len(DATA) == 4 and len(TINY) == 2 and len(TOKENIZER) == 4 and len(TRANSFORMER) == 10
+    assert len(DATA) == 4 and len(TINY) == 4 and len(TOKENIZER) == 8 and len(TRANSFORMER) == 10
     # every paper config has a data config to compose with, and every data config is used
     assert {data_config(p) for p in PAPER} == set(DATA)
 
@@ -47,12 +47,27 @@ def test_every_yaml_is_covered():
 @pytest.mark.parametrize("path", TINY, ids=lambda p: p.stem)
 def test_tiny_config_parses_alone(parser, path):
     cfg = parse(parser, path)
-    stage = {"tokenizer": TOKENIZER_STAGE, "transformer": TRANSFORMER_STAGE}[path.stem]
+    stage = {"tokenizer": TOKENIZER_STAGE, "transformer": TRANSFORMER_STAGE}[path.stem.split("_")[0]]
     assert cfg.model.class_path == stage
     args = cfg.model.init_args
     assert args.preset == "tiny" and args.resolution == 32  # the synthetic data are 32 px (`magvit data synthetic`)
     assert cfg.data.train == "data/synthetic/train"
     assert cfg.trainer.out_dir == f"outputs/tiny/{path.stem}"
+
+
+def test_tiny_tokenizer_ablations_differ_from_tiny_tokenizer_only_where_table_7_does(parser):
+    """tiny/tokenizer_2d (per-frame 2D-VQ on 4 sampled frames, per-frame discriminator) and tiny/tokenizer_inflated
+    (the 3D-VQ started from it by central inflation) keep every other setting of tiny/tokenizer."""
+    base, vq2d, inflated = (parse(parser, CONFIGS / f"tiny/{name}.yaml").model.init_args
+                            for name in ("tokenizer", "tokenizer_2d", "tokenizer_inflated"))
+    assert vq2d.tokenizer == "vq2d" and vq2d.frames_per_clip == 4
+    assert vq2d.discriminator_options == {"spatial_dims": 2, "frames": 4}
+    assert inflated.tokenizer == "vq3d" and inflated.init_from.inflation == "central"
+    assert inflated.init_from.checkpoint == f"{parse(parser, CONFIGS / 'tiny/tokenizer_2d.yaml').trainer.out_dir}/last.pt"
+    ablated = {"tokenizer", "frames_per_clip", "discriminator_options", "init_from"}
+    for args in (vq2d, inflated):
+        assert {k: v for k, v in vars(args).items() if k not in ablated} == \
+            {k: v for k, v in vars(base).items() if k not in ablated}
 
 
 def test_tiny_transformer_reads_the_tiny_tokenizer(parser):
@@ -103,6 +118,28 @@ def test_paper_transformer_config(parser, path):
                 CONFIGS / "tokenizer" / f"{ckpt.parent.name}.yaml")
     assert tok.trainer.out_dir == str(ckpt.parent)
     assert tok.model.init_args.preset == size and tok.model.init_args.resolution == args.resolution
+    assert ckpt.parent.name == f"{dataset}_{size}"  # trained on the same data
+
+
+#: the trainer and optimiser settings that count steps
+STEP_KEYS = ("max_steps:", "warmup_steps:", "log_every:", "ckpt_every:", "sample_every:")
+
+
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
+def test_every_step_count_says_where_it_comes_from(path):
+    """Each step count cites the authors' config file or says it is our choice."""
+    lines = [line for line in path.read_text().splitlines() if line.strip().startswith(STEP_KEYS)]
+    assert len(lines) == len(STEP_KEYS)
+    for line in lines:
+        comment = line.partition("#")[2]
+        assert "videogvt/configs/" in comment or "our choice" in comment, line
+
+
+@pytest.mark.parametrize("path", TRANSFORMER, ids=lambda p: p.stem)
+def test_single_task_configs_have_no_task_prompt(parser, path):
+    """As the authors' single-task models (no task token unless config.multi_task): prompt_sharing none."""
+    args = parse(parser, data_config(path), path).model.init_args
+    assert args.prompt_sharing == ("none" if len(args.tasks) == 1 else "paper")
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,15 @@
 """The decoding loop with the built-in samplers: Algorithm 1's schedule and invariants, MaskGIT, guidance;
-autoregressive decoding with a KV cache."""
+the autoregressive sampler with a KV cache."""
 
 import pytest
 import torch
 
-from magvit.decoding import autoregressive_decode, decode
+from magvit.decoding import decode
 from magvit.errors import InputError
 from magvit.masking import CosineSchedule
 from magvit.objective import ObjectiveConfig, token_loss
 from magvit.registry import get_task
-from magvit.samplers import CommitSampler, MaskGITSampler
+from magvit.samplers import ARSampler, CommitSampler, MaskGITSampler
 from magvit.transformer import MaskedTransformer
 from tests.helpers import RecordingModel
 
@@ -141,8 +141,8 @@ def test_decoders_reject_wrong_model_and_input():
     g = torch.Generator()
     with pytest.raises(InputError, match="'commit' sampler decodes with a bidirectional model"):
         decode(causal, CommitSampler(), causal.vocab.prompt_id("fp"), 16, z, mask, generator=g)
-    with pytest.raises(InputError, match="causal model"):
-        autoregressive_decode(bidir, bidir.vocab.prompt_id("fp"), 16, z, mask, generator=g)
+    with pytest.raises(InputError, match="'ar' sampler decodes with a causal model"):
+        decode(bidir, ARSampler(), bidir.vocab.prompt_id("fp"), 16, z, mask, generator=g)
     with pytest.raises(InputError, match="cond_mask must be bool"):
         decode(bidir, CommitSampler(), bidir.vocab.prompt_id("fp"), 16, z, mask[:, :16], generator=g)
     with pytest.raises(InputError, match="N=32"):
@@ -157,46 +157,54 @@ def test_decoders_reject_wrong_model_and_input():
 
 
 def test_autoregressive_greedy_equals_uncached_argmax_decoding():
+    """The cached decoding is the uncached teacher-forced forward, condition prefix and separator included."""
     model = model_for(12, causal=True)
     v = model.vocab
     prompt, label = torch.tensor([v.prompt_id("fp")]), torch.tensor([v.uncond_id])
-    out = autoregressive_decode(model, prompt, label, batch_size=1, temperature=0.0,
-                                generator=torch.Generator().manual_seed(0))
+    z, mask = condition(1, 12, seed=2, fraction=0.0)
+    mask[:, :4] = True
+    states = []
+    out = decode(model, ARSampler(temperature=0.0), prompt, label, z, mask, steps=3, callback=states.append,
+                 generator=torch.Generator().manual_seed(0))
+    assert len(states) == 12 and states[-1].done  # one step per token, whatever `steps` says
     seq = torch.zeros(1, 12, dtype=torch.long)
     for i in range(12):  # reference: full causal forward each step, no cache
-        seq[0, i] = model(seq, prompt, label)[0, i].argmax()
+        seq[0, i] = model(seq, prompt, label, z[:, :4], torch.arange(4)[None])[0, i].argmax()
     assert torch.equal(out, seq)
 
 
-def test_autoregressive_forces_condition_and_is_seeded():
+def test_autoregressive_is_seeded_and_refuses_guidance():
     model = model_for(16, causal=True)
-    z, mask = condition(2, 16, seed=6, fraction=0.5)
-    args = (model, model.vocab.prompt_id("fp"), model.vocab.uncond_id, z, mask)
-    a = autoregressive_decode(*args, generator=torch.Generator().manual_seed(3))
-    b = autoregressive_decode(*args, generator=torch.Generator().manual_seed(3))
-    c = autoregressive_decode(*args, generator=torch.Generator().manual_seed(4))
+    z, mask = condition(2, 16, seed=6, fraction=0.0)
+    mask[:, 8:] = True
+    args = (model, ARSampler(), model.vocab.prompt_id("fp"), model.vocab.uncond_id, z, mask)
+    a = decode(*args, generator=torch.Generator().manual_seed(3))
+    b = decode(*args, generator=torch.Generator().manual_seed(3))
+    c = decode(*args, generator=torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
-    assert torch.equal(a[mask], z[mask])
+    with pytest.raises(InputError, match="does not support classifier-free guidance"):
+        decode(*args, guidance_scale=1.0, generator=torch.Generator())
 
 
 def test_autoregressive_model_learns_a_clip_and_continues_it():
-    """Teacher-forced AR loss on one token clip; raster-order decoding from the first latent frame."""
+    """Teacher-forced AR loss on one token clip with its first latent frame as the condition prefix;
+    raster-order decoding from that prefix."""
     model = model_for(32, causal=True, codebook=8, dropout=0.0, attention_dropout=0.0).train()
     task = get_task("fp")
     tokens = torch.randint(0, 8, (1, 32), generator=torch.Generator().manual_seed(9)).expand(4, 32)
+    mask = torch.zeros(4, 32, dtype=torch.bool)
+    mask[:, :16] = True  # the first latent frame of a 2 x 4 x 4 grid
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None
     for step in range(120):
-        out = token_loss(model, tokens, tokens, torch.zeros(4, 32, dtype=torch.bool), None, task,
-                         torch.Generator().manual_seed(step), ObjectiveConfig())
+        out = token_loss(model, tokens, tokens, mask, None, task, torch.Generator().manual_seed(step),
+                         ObjectiveConfig(method="ar"))
         first = first if first is not None else out.loss.item()
         opt.zero_grad()
         out.loss.backward()
         opt.step()
     assert out.loss.item() < 0.1 * first
     model.eval()
-    mask = torch.zeros(1, 32, dtype=torch.bool)
-    mask[:, :16] = True  # the first latent frame of a 2 x 4 x 4 grid
-    gen = autoregressive_decode(model, model.vocab.prompt_id("fp"), model.vocab.uncond_id, tokens[:1], mask,
-                                generator=torch.Generator().manual_seed(0))
+    gen = decode(model, ARSampler(), model.vocab.prompt_id("fp"), model.vocab.uncond_id, tokens[:1], mask[:1],
+                 generator=torch.Generator().manual_seed(0))
     assert (gen == tokens[:1]).float().mean() > 0.9

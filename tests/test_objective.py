@@ -1,5 +1,6 @@
 """Multi-task objective (as the authors' trainer): task cycle, loss arithmetic, masking, tokenisation, learning."""
 
+import math
 from collections import Counter
 
 import pytest
@@ -8,13 +9,14 @@ import torch.nn.functional as F
 
 from magvit.batch import ClipBatch
 from magvit.decoding import decode
-from magvit.samplers import CommitSampler
+from magvit.samplers import CommitSampler, MaskGITSampler, PrefixSampler
 from magvit.errors import InputError
-from magvit.masking import LossWeights, task_token_mask
+from magvit.masking import CosineSchedule, LossWeights, task_token_mask
 from magvit.objective import (
     MultiTaskObjective,
     ObjectiveConfig,
     TaskCycle,
+    WeightOverrides,
     smoothed_cross_entropy,
     token_loss,
     weighted_loss,
@@ -297,3 +299,40 @@ def test_palette_tokenizer_round_trip():
     assert tok.token_shape(4, 8, 8) == (2, 4, 4)
     with pytest.raises(InputError, match="supervoxel"):
         tok.token_shape(3, 8, 8)
+
+
+# -- per-method mask draw, weights and architecture ------------------------------------------------------------
+
+
+def test_latent_masking_draws_its_count_over_the_maskable_tokens():
+    """16 of 32 tokens are condition tokens: the masked count is floor(16 gamma) >= 1 of the other 16."""
+    model = tiny()
+    tokens, cond, mask = tokens_and_condition(seed=10, b=2)
+    scheduler = CosineSchedule()
+    for step in range(20):
+        g = torch.Generator().manual_seed(step)
+        gamma = float(scheduler.ratio(torch.rand((), generator=torch.Generator().manual_seed(step),
+                                                 dtype=torch.float64)).clamp(1e-6, 1.0))
+        out = token_loss(model, tokens, cond, mask, None, get_task("fp"), g, ObjectiveConfig(method="latent"))
+        m = out.masked.masked
+        assert not (m & mask).any()
+        assert m.sum(1).tolist() == [max(1, math.floor(16 * gamma))] * 2
+
+
+def test_one_weight_override_keeps_the_methods_other_defaults():
+    assert ObjectiveConfig(method="maskgit", weights={"recons": 0.0}).loss_weights(MaskGITSampler()) == \
+        LossWeights(refine=0.0, mask=1.0, recons=0.0)
+    assert ObjectiveConfig(weights={"refine": 0.0}).loss_weights(CommitSampler()) == \
+        LossWeights(refine=0.0, mask=1.0, recons=1.0)
+    assert ObjectiveConfig(weights=WeightOverrides(mask=2.0)).loss_weights(PrefixSampler()) == \
+        LossWeights(refine=0.0, mask=2.0, recons=1.0)
+
+
+def test_the_method_and_the_architecture_must_agree():
+    tokens, cond, mask = tokens_and_condition(seed=11)
+    with pytest.raises(InputError, match="method 'ar' trains a causal model"):
+        token_loss(tiny(), tokens, cond, mask, None, get_task("fp"), None, ObjectiveConfig(method="ar"))
+    with pytest.raises(InputError, match="'ar' sampler .* does not support"):
+        ObjectiveConfig(method="ar", condition_dropout=0.1)
+    with pytest.raises(InputError, match="unmaskable"):
+        ObjectiveConfig(method="latent", sampler_options={"unmaskable": "everything"})

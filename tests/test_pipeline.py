@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from magvit.errors import InputError
 from magvit.pipeline import MagvitPipeline
 
 TEN = ["fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cg", "cfp"]
@@ -55,6 +56,49 @@ def test_third_party_task_gets_its_own_prompt(clip):
     pipe = MagvitPipeline.from_preset("tiny", tasks=["fp", "tsr"], resolution=32)
     assert "tsr" in pipe.transformer.vocab.prompts
     assert pipe.generate("tsr", clip, steps=2).shape == clip.shape
+
+
+@pytest.fixture(scope="module")
+def single_fp():
+    """A single-task fp model as the authors' (no task prompt), paper Table 4's B-FP."""
+    torch.manual_seed(0)
+    return MagvitPipeline.from_preset("tiny", tasks=["fp"], resolution=32, prompt_sharing="none")
+
+
+def test_a_single_task_model_generates_every_registered_task(single_fp, clip):
+    assert single_fp.single_task and single_fp.transformer.vocab.prompts == ()
+    assert list(single_fp.tasks) == ["fp"]
+    for task in ("opc", "ipd", "tsr"):  # tasks it was not trained on, a plugin's included
+        out = single_fp.generate(task, clip, steps=2, generator=torch.Generator().manual_seed(0))
+        assert out.shape == clip.shape
+    assert single_fp.task("opc").name == "opc" and single_fp.task("fp") is single_fp.tasks["fp"]
+    fi5 = single_fp.task(single_fp.task("fi").__class__(cond_frames=5))  # a task object with its own options
+    assert fi5.cond_frames == 5
+
+
+def test_a_single_task_model_saves_and_loads_as_one(single_fp, clip, tmp_path):
+    loaded = MagvitPipeline.from_checkpoint(single_fp.save(tmp_path / "fp.pt"))
+    assert loaded.single_task and list(loaded.tasks) == ["fp"]
+    a = single_fp.generate("opc", clip, steps=2, generator=torch.Generator().manual_seed(3))
+    b = loaded.generate("opc", clip, steps=2, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_unc_generates_without_a_label(single_fp, clip):
+    torch.manual_seed(0)
+    unc = MagvitPipeline.from_preset("tiny", tasks=["unc"], resolution=32, prompt_sharing="none")
+    out = unc.generate("unc", steps=2)
+    assert out.shape == (1, 3, 16, 32, 32) and 0 <= out.min() and out.max() <= 1
+    assert unc.generate("unc", clip, steps=2).shape == clip.shape  # the clip only gives the batch size
+    assert single_fp.generate("unc", steps=2).shape == (1, 3, 16, 32, 32)  # B-FP scored on unc too
+    with pytest.raises(InputError, match="class-conditional, but this model was trained without classes"):
+        unc.generate("cg", label=0)
+
+
+def test_a_multi_task_model_refuses_a_task_it_has_no_prompt_for(pipe, clip):
+    assert not pipe.single_task
+    with pytest.raises(InputError, match="task 'unc' is not configured in this pipeline"):
+        pipe.generate("unc")
 
 
 def test_errors(pipe, clip):

@@ -200,18 +200,39 @@ def test_causal_logits_depend_only_on_earlier_tokens():
     assert not torch.allclose(a[:, 7:], b[:, 7:])
 
 
-@pytest.mark.parametrize("chunk", [1, 5])
-def test_kv_cache_equals_uncached_causal_forward(chunk):
+def test_causal_vocabulary_has_a_separator_and_others_do_not():
+    causal, bidir = small(causal=True), small()
+    assert causal.vocab.separator_id == bidir.vocab.mask_id and causal.vocab.mask_id == bidir.vocab.mask_id + 1
+    assert causal.vocab.size == bidir.vocab.size + 1
+    with pytest.raises(InputError, match="no separator"):
+        bidir.vocab.separator_id
+
+
+def test_causal_logits_depend_on_the_condition_prefix():
     model = small(causal=True)
-    x = torch.randint(0, 16, (3, 12), generator=torch.Generator().manual_seed(6))
+    x = torch.randint(0, 16, (1, 12), generator=torch.Generator().manual_seed(5))
+    index = torch.tensor([[0, 1]])
+    a = model(x, *ids(model, 1), torch.tensor([[3, 4]]), index)
+    b = model(x, *ids(model, 1), torch.tensor([[3, 5]]), index)
+    assert not torch.allclose(a[:, 0], b[:, 0])  # the first token already sees the prefix
+
+
+@pytest.mark.parametrize("chunk", [1, 5])
+@pytest.mark.parametrize("condition", [0, 3])
+def test_kv_cache_equals_uncached_causal_forward(chunk, condition):
+    model = small(causal=True)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randint(0, 16, (3, 12), generator=g)
+    prefix = torch.randint(0, 16, (3, condition), generator=g) if condition else None
+    index = torch.tensor([[0, 4, 7]]).expand(3, 3) if condition else None
     prompt, label = ids(model, 3)
-    full = model(x, prompt, label)
-    cache = model.init_cache(3)
-    steps = [model.step(torch.stack([prompt, label], 1), cache)[:, -1:]]
+    full = model(x, prompt, label, prefix, index)
+    cache = model.init_cache(3, condition_length=condition)
+    steps = [model.start(cache, prompt, label, prefix, index)[:, None]]
     for start in range(0, 11, chunk):
         steps.append(model.step(x[:, start : min(start + chunk, 11)], cache))
     cached = torch.cat(steps, dim=1)
-    assert cache.length == 13
+    assert cache.length == 4 + condition + 11
     torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)
 
 
@@ -220,8 +241,13 @@ def test_cache_needs_causal_model_and_room():
         small().init_cache(1)
     model = small(causal=True)
     cache = model.init_cache(1)
-    with pytest.raises(InputError, match="holds 14 positions"):
-        model.step(torch.zeros(1, 15, dtype=torch.long), cache)
+    with pytest.raises(InputError, match="call start"):
+        model.step(torch.zeros(1, 1, dtype=torch.long), cache)
+    model.start(cache, *ids(model, 1))
+    with pytest.raises(InputError, match="holds 16 positions"):
+        model.step(torch.zeros(1, 13, dtype=torch.long), cache)
+    with pytest.raises(InputError, match="cache must be empty"):
+        model.start(cache, *ids(model, 1))
 
 
 # -- dropout in CPU training (magvit/kernels/dropout.py has its own tests) -------------------------

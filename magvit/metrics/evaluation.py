@@ -15,6 +15,11 @@ The condition pixels are not pasted back by default (``replace_condition_pixels`
 ``videogvt/trainers/maskgvt_trainer.py``); ``paste_condition=True``
 gives the other convention. FVD uses one extractor whose real-clip features are computed once and shared
 by all tasks.
+
+Repeats (``repeats=R``): every clip is generated R times with different seeds, and every score is reported
+as the mean and standard deviation over the R repeats (the paper reports several runs as mean +- std; the
+authors' ``_mean_and_std`` in ``videogvt/train_lib/eval_utils.py`` takes ``np.std``, the population standard
+deviation). Each repeat has its own FVD against the same real-clip features.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,7 @@ import attrs
 import torch
 from torch import Tensor
 
+from magvit.errors import InputError
 from magvit.metrics.fvd import FrechetVideoDistance
 from magvit.metrics.progress import Estimate, EvalProgress, clip_count, format_duration, plan_line
 from magvit.metrics.quality import MaskedPSNR, VideoPSNR, VideoSSIM
@@ -71,6 +77,44 @@ TABLE_LEGEND = {
     "ssim": "SSIM of the generation over the whole clip",
     "fvd": "Frechet Video Distance of the generations against the real clips (I3D features)",
 }
+#: The score fields of :class:`TaskScores` (every field but ``num_clips``).
+SCORE_FIELDS = tuple(f for f in attrs.fields_dict(TaskScores) if f != "num_clips")
+
+
+def mean_and_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and population standard deviation (``np.std``, as the authors' ``_mean_and_std`` in
+    ``videogvt/train_lib/eval_utils.py``) of one score over repeats; ``(None, None)`` if a repeat has none."""
+    if not values or any(v is None for v in values):
+        return None, None
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
+def mean_scores(repeats: Sequence[TaskScores]) -> TaskScores:
+    """One task's scores averaged over its repeats (each repeat scored the same clips)."""
+    means = {key: mean_and_std([getattr(s, key) for s in repeats])[0] for key in SCORE_FIELDS}
+    return TaskScores(**means, num_clips=repeats[0].num_clips)
+
+
+#: The scores :meth:`EvalReport.average` averages over tasks.
+AVERAGED = ("psnr_generated", "psnr_trivial", "psnr", "ssim", "fvd")
+
+
+def _average(scores: Iterable[TaskScores]) -> dict[str, float | None]:
+    """Mean of each :data:`AVERAGED` score over the tasks that have it."""
+    scores = list(scores)
+    out: dict[str, float | None] = {}
+    for key in AVERAGED:
+        values = [getattr(s, key) for s in scores if getattr(s, key) is not None]
+        out[key] = sum(values) / len(values) if values else None
+    return out
+
+
+def _cell(value: float | None, std: float | None = None) -> str:
+    """A table cell: ``-`` for no value, two decimals, ``mean±std`` when a spread is given."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if std is None else f"{value:.2f}±{std:.2f}"
 
 
 @attrs.frozen
@@ -81,16 +125,35 @@ class EvalReport:
     tasks: dict[str, TaskScores]
     paste_condition: bool
     fvd: dict[str, Any] | None
-    #: how the generations were decoded: the sampler spec ``{"name", "config"}`` and the number of steps
+    #: how the generations were decoded: the sampler spec ``{"name", "config"}``, the number of steps, the
+    #: guidance, the seed and the number of repeats
     decoding: dict[str, Any] | None = None
+    #: each task's scores of every repeat (:func:`evaluate_tasks` with ``repeats``); ``tasks`` holds their means.
+    #: Empty: one run, whose scores are ``tasks``.
+    repeats: dict[str, list[TaskScores]] = attrs.field(factory=dict)
+
+    @property
+    def num_repeats(self) -> int:
+        return len(next(iter(self.repeats.values()))) if self.repeats else 1
+
+    def runs(self) -> dict[str, list[TaskScores]]:
+        """Each task's scores per repeat (one entry per task without repeats)."""
+        return {name: self.repeats.get(name) or [s] for name, s in self.tasks.items()}
+
+    def std(self) -> dict[str, dict[str, float | None]]:
+        """Standard deviation of each task's scores over the repeats (0 for one run)."""
+        return {name: {key: mean_and_std([getattr(s, key) for s in runs])[1] for key in SCORE_FIELDS}
+                for name, runs in self.runs().items()}
 
     def average(self) -> dict[str, float | None]:
         """Mean of each score over tasks (paper Table 4's last column)."""
-        out: dict[str, float | None] = {}
-        for key in ("psnr_generated", "psnr_trivial", "psnr", "ssim", "fvd"):
-            values = [getattr(s, key) for s in self.tasks.values() if getattr(s, key) is not None]
-            out[key] = sum(values) / len(values) if values else None
-        return out
+        return _average(self.tasks.values())
+
+    def average_std(self) -> dict[str, float | None]:
+        """Standard deviation over the repeats of the average over tasks (0 for one run)."""
+        runs = self.runs()
+        per_repeat = [_average([r[i] for r in runs.values()]) for i in range(self.num_repeats)]
+        return {key: mean_and_std([a[key] for a in per_repeat])[1] for key in AVERAGED}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,30 +161,50 @@ class EvalReport:
             "paste_condition": self.paste_condition,
             "tasks": {k: attrs.asdict(v) for k, v in self.tasks.items()},
             "average": self.average(),
+            "std": self.std(),
+            "average_std": self.average_std(),
+            "repeats": {k: [attrs.asdict(s) for s in runs] for k, runs in self.runs().items()},
             "fvd_protocol": self.fvd,
             "decoding": self.decoding,
         }
 
     def table(self) -> str:
-        """The scores as a text table (column names as in ``metrics.json``), with a legend below it."""
+        """The scores as a text table (column names as in ``metrics.json``), with a legend below it; with
+        repeats each cell is ``mean±std`` over them."""
         header = ["task", *TABLE_COLUMNS, "clips"]
-        rows = [[name, *(getattr(s, key) for key in TABLE_COLUMNS), s.num_clips] for name, s in self.tasks.items()]
+        repeated = self.num_repeats > 1
+        std, avg_std = (self.std(), self.average_std()) if repeated else ({}, {})
+        rows = [[name, *(_cell(getattr(s, key), std.get(name, {}).get(key)) for key in TABLE_COLUMNS), str(s.num_clips)]
+                for name, s in self.tasks.items()]
         avg = self.average()
-        rows.append(["average", *(avg.get(key) for key in TABLE_COLUMNS), ""])
-        fmt = [[c if isinstance(c, str) else ("-" if c is None else f"{c:.2f}" if isinstance(c, float) else str(c))
-                for c in r] for r in rows]
-        widths = [max(len(x) for x in col) for col in zip(header, *fmt)]
+        rows.append(["average", *(_cell(avg.get(key), avg_std.get(key)) for key in TABLE_COLUMNS), ""])
+        widths = [max(len(x) for x in col) for col in zip(header, *rows)]
         line = lambda r: "  ".join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(r, widths)))  # noqa: E731
         legend = [f"  {key}: {TABLE_LEGEND[key]}" for key in TABLE_COLUMNS]
-        return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, fmt),
+        if repeated:
+            legend.append(f"  mean±std over {self.num_repeats} repeats (each clip generated with {self.num_repeats} "
+                          "seeds)")
+        return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows),
                           f"tokenizer reconstruction PSNR: {self.tokenizer_psnr:.2f} dB", "columns (PSNR in dB):", *legend])
 
     def to_csv(self) -> str:
+        """One row per task (the means); with repeats, a ``statistic`` column and rows ``mean``, ``std`` and
+        ``repeat <i>`` per task."""
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["task", *attrs.fields_dict(TaskScores)])
-        for name, s in self.tasks.items():
-            w.writerow([name, *attrs.astuple(s)])
+        if self.num_repeats == 1:
+            w.writerow(["task", *attrs.fields_dict(TaskScores)])
+            for name, s in self.tasks.items():
+                w.writerow([name, *attrs.astuple(s)])
+            return buf.getvalue()
+        w.writerow(["task", "statistic", *attrs.fields_dict(TaskScores)])
+        std = self.std()
+        for name, runs in self.runs().items():
+            w.writerow([name, "mean", *attrs.astuple(self.tasks[name])])
+            w.writerow([name, "std", *(runs[0].num_clips if key == "num_clips" else std[name][key]
+                                       for key in attrs.fields_dict(TaskScores))])
+            for i, s in enumerate(runs):
+                w.writerow([name, f"repeat {i}", *attrs.astuple(s)])
         return buf.getvalue()
 
     def write(self, folder: str | Path) -> None:
@@ -148,19 +231,21 @@ class _TaskMetrics:
         self.count = 0
 
 
-def _score(m: _TaskMetrics, tokenizer: Any, video: Tensor, recon: Tensor, cond: Any, gen: Tensor,
-           real_feats: Tensor | None, features: Callable[[Tensor], tuple[Tensor, float]]) -> float:
-    """Add one task's batch to its metrics; returns the seconds spent in the FVD extractor.
+def _trivial(tokenizer: Any, video: Tensor, cond: Any) -> tuple[Tensor, Tensor]:
+    """The condition region ``[B, 1, T, H, W]`` and the trivial answer of one task's batch.
 
     ``cond`` is the task's condition (None without a visual condition, as cg): the trivial answer is then an
     empty clip and the condition region is empty.
     """
-    if cond is not None:
-        region = cond.mask
-        trivial = tokenizer.decode(tokenizer.encode(cond.video)).clamp(0, 1)
-    else:
-        region = torch.zeros_like(video[:, :1], dtype=torch.bool)
-        trivial = torch.zeros_like(video)  # nothing to decode: the trivial answer is an empty clip
+    if cond is None:  # nothing to decode: the trivial answer is an empty clip
+        return torch.zeros_like(video[:, :1], dtype=torch.bool), torch.zeros_like(video)
+    return cond.mask, tokenizer.decode(tokenizer.encode(cond.video)).clamp(0, 1)
+
+
+def _score(m: _TaskMetrics, video: Tensor, recon: Tensor, region: Tensor, trivial: Tensor, gen: Tensor,
+           real_feats: Tensor | None, features: Callable[[Tensor], tuple[Tensor, float]]) -> float:
+    """Add one task's batch to its metrics (``region`` and ``trivial`` of :func:`_trivial`); returns the
+    seconds spent in the FVD extractor."""
     m.generated.update(gen, video, ~region)
     m.trivial.update(trivial, video, ~region)
     if region.any():
@@ -188,6 +273,10 @@ def evaluate_tasks(
     paste_condition: bool = False,
     steps: int = 12,
     sampler: str | None = None,
+    sampler_options: Mapping[str, Any] | None = None,
+    guidance_scale: float = 0.0,
+    guidance_task: str | None = None,
+    repeats: int = 1,
     seed: int = 0,
     max_clips: int | None = None,
     progress: bool = False,
@@ -205,6 +294,12 @@ def evaluate_tasks(
         paste_condition: paste the condition pixels back before scoring (off in the paper).
         steps: decoding steps.
         sampler: the registered sampler to decode with (None: the model's own).
+        sampler_options: the sampler's options (``choice_temperature``, ``temperature``, ``schedule``); those
+            not given keep the sampler's defaults.
+        guidance_scale, guidance_task: classifier-free guidance (:meth:`MagvitPipeline.generate`).
+        repeats: generations per clip, each with its own seeds (:func:`decode_seed`); every score is then the
+            mean over the repeats, :attr:`EvalReport.repeats` holds each repeat's scores.
+        seed: seed of the decoding (:func:`decode_seed`).
         max_clips: stop after this many clips.
         progress: on stderr, what will be done, a tqdm bar over clip-tasks (the phase in progress beside it)
             and the estimate of :class:`~magvit.metrics.progress.Estimate`.
@@ -215,7 +310,10 @@ def evaluate_tasks(
     """
     names = [t if isinstance(t, str) else t.name for t in (tasks or list(pipeline.tasks))]
     task_objs = [pipeline.task(n) for n in names]
-    decoder = pipeline.decoding_sampler(sampler)  # an unknown sampler is refused before any work
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise InputError(f"repeats must be an int >= 1 (generations per clip), got {repeats!r}")
+    # an unknown sampler or option is refused before any work
+    decoder = pipeline.decoding_sampler(sampler, **dict(sampler_options or {}))
     num_clips = clip_count(batches, max_clips)
     show = EvalProgress(progress, None if num_clips is None else num_clips * (len(names) + 1))
 
@@ -239,7 +337,8 @@ def evaluate_tasks(
             return shared.features(video), time.perf_counter() - start
 
         extractor_name = None if shared is None else type(shared.extractor).__name__
-        metrics = {n: _TaskMetrics(None if shared is None else _fvd_like(shared)) for n in names}
+        metrics = {n: [_TaskMetrics(None if shared is None else _fvd_like(shared)) for _ in range(repeats)]
+                   for n in names}
         tok_psnr = VideoPSNR()
         device = pipeline.device
         show.phase("reading the first batch")
@@ -271,13 +370,21 @@ def evaluate_tasks(
             for i, (name, task) in enumerate(zip(names, task_objs)):
                 show.phase(f"{where}: {name}")
                 task_start = time.perf_counter()
-                g = torch.Generator().manual_seed(seed + seen)
-                gen = pipeline.generate(task, video if task.needs_video else None,
-                                        labels if task.uses_class else None,
-                                        steps=steps, generator=g, paste_condition=paste_condition,
-                                        sampler=decoder)
-                cond = task.condition(video) if task.needs_video else None
-                task_fvd = _score(metrics[name], pipeline.tokenizer, video, recon, cond, gen, real_feats, features)
+                cond = region = trivial = first_gen = None
+                task_fvd = 0.0
+                for r in range(repeats):
+                    g = torch.Generator().manual_seed(decode_seed(seed, r, seen))
+                    # a task without a visual condition (cg, unc) only takes the batch size from the clips
+                    gen = pipeline.generate(task, video, labels if task.uses_class else None,
+                                            steps=steps, generator=g, paste_condition=paste_condition,
+                                            sampler=decoder, guidance_scale=guidance_scale,
+                                            guidance_task=guidance_task)
+                    if r == 0:
+                        cond = task.condition(video) if task.needs_video else None
+                        region, trivial = _trivial(pipeline.tokenizer, video, cond)
+                        first_gen = gen
+                    task_fvd += _score(metrics[name][r], video, recon, region, trivial, gen, real_feats, features)
+                gen = first_gen
                 fvd_seconds += task_fvd
                 task_seconds = time.perf_counter() - task_start
                 show.advance(b)
@@ -311,24 +418,39 @@ def evaluate_tasks(
                       f"{format_duration(time.perf_counter() - started)}")
     finally:
         show.close(finished=False)  # an error: the bar ends where it stopped
-    scores = {}
-    for name, m in metrics.items():
-        fvd = None
-        if m.fvd is not None and m.count >= 2:
-            fvd = m.fvd.result().fvd
-        scores[name] = TaskScores(
-            psnr_generated=_value(m.generated), psnr_trivial=_value(m.trivial), psnr_condition=_value(m.condition),
-            psnr_tokenizer_condition=_value(m.tokenizer_condition),
-            psnr=_value(m.psnr), ssim=_value(m.ssim), fvd=fvd, num_clips=m.count,
-            psnr_trivial_condition=_value(m.trivial_condition),
-        )
+    runs = {name: [_task_scores(m) for m in ms] for name, ms in metrics.items()}
+    scores = {name: r[0] if repeats == 1 else mean_scores(r) for name, r in runs.items()}
     protocol = None
     if shared is not None:
         protocol = {"weights_sha256": shared.weights_sha256, "extractor": type(shared.extractor).__name__,
                     "preprocessing": attrs.asdict(shared.preprocessing), "num_real": seen,
                     "num_fake_per_task": seen}
-    decoding = {"sampler": sampler_spec(decoder), "steps": steps}
-    return EvalReport(_value(tok_psnr), scores, paste_condition, protocol, decoding)
+    decoding = {"sampler": sampler_spec(decoder), "steps": steps, "guidance_scale": guidance_scale,
+                "guidance_task": guidance_task, "seed": seed, "repeats": repeats}
+    return EvalReport(_value(tok_psnr), scores, paste_condition, protocol, decoding,
+                      repeats=runs if repeats > 1 else {})
+
+
+#: Seed stride between repeats. torch's CPU generator keeps only the low 32 bits of a seed, so the seeds stay
+#: below 2**32: repeat 0 keeps the seeds of a single run, and no two (repeat, clip) pairs share a seed for
+#: fewer than 2**24 clips and 256 repeats.
+REPEAT_SEED_STRIDE = 2**24
+
+
+def decode_seed(seed: int, repeat: int, clip_index: int) -> int:
+    """The decoding seed of the batch starting at clip ``clip_index`` in repeat ``repeat``."""
+    return (seed + clip_index + repeat * REPEAT_SEED_STRIDE) % 2**32
+
+
+def _task_scores(m: _TaskMetrics) -> TaskScores:
+    """The scores of one task's metrics (FVD from 2 clips on)."""
+    fvd = m.fvd.result().fvd if m.fvd is not None and m.count >= 2 else None
+    return TaskScores(
+        psnr_generated=_value(m.generated), psnr_trivial=_value(m.trivial), psnr_condition=_value(m.condition),
+        psnr_tokenizer_condition=_value(m.tokenizer_condition),
+        psnr=_value(m.psnr), ssim=_value(m.ssim), fvd=fvd, num_clips=m.count,
+        psnr_trivial_condition=_value(m.trivial_condition),
+    )
 
 
 def _fvd_like(shared: FrechetVideoDistance) -> FrechetVideoDistance:

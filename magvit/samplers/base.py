@@ -23,8 +23,8 @@ from magvit.errors import InputError
 from magvit.masking import MIN_RATIO, LossWeights, MaskedTokens
 from magvit.protocols import MaskScheduler
 
-__all__ = ["DecodeState", "ParallelSampler", "check_token_shapes", "choice_scores", "part_weights", "resolve_schedule",
-           "sample_tokens"]
+__all__ = ["DecodeState", "ParallelSampler", "check_token_shapes", "choice_scores", "maskable_positions",
+           "part_weights", "resolve_schedule", "sample_tokens", "transformer_options"]
 
 # Algorithm 1 settings of the authors' configs (config.sampling in videogvt/configs/maskgvt_ucf101_config.py).
 DEFAULT_STEPS = 12
@@ -84,6 +84,21 @@ def _positive(instance: object, attribute: attrs.Attribute, value: float) -> Non
         raise InputError(f"{type(instance).__name__}.{attribute.name} must be a number >= 0, got {value!r}")
 
 
+def transformer_options(sampler: Any) -> dict[str, bool]:
+    """The :class:`~magvit.transformer.MaskedTransformer` arguments of the architecture ``sampler`` trains and
+    decodes with (``causal`` for ``ar``, ``prefix_condition`` for ``prefix``; a sampler without the class
+    attributes needs the plain bidirectional model)."""
+    return {"causal": bool(getattr(sampler, "causal", False)),
+            "prefix_condition": bool(getattr(sampler, "prefix_condition", False))}
+
+
+def maskable_positions(sampler: Any, cond_mask: Tensor) -> Tensor:
+    """Bool ``[B, N]``: the positions the training mask may draw for ``sampler`` (its ``maskable``; every
+    position for a sampler without one)."""
+    own = getattr(sampler, "maskable", None)
+    return own(cond_mask) if own is not None else torch.ones_like(cond_mask)
+
+
 def check_token_shapes(tokens: Tensor, cond_tokens: Tensor, cond_mask: Tensor, masked: Tensor) -> None:
     """The condition tokens, condition mask and training mask must have the shape of ``tokens``."""
     shape = tuple(tokens.shape)
@@ -140,6 +155,10 @@ class ParallelSampler(abc.ABC):
     name: ClassVar[str]
     #: the model this sampler decodes with: bidirectional (False) or causal (True)
     causal: ClassVar[bool] = False
+    #: whether the model takes the condition tokens as a prefix (``MaskedTransformer(prefix_condition=True)``)
+    prefix_condition: ClassVar[bool] = False
+    #: other names the registry resolves to this sampler (e.g. the paper's name of a method)
+    aliases: ClassVar[tuple[str, ...]] = ()
     #: whether :meth:`unconditional_inputs` exists, i.e. classifier-free guidance is possible
     supports_guidance: ClassVar[bool] = True
     #: the loss weights of the method when a config sets none (the authors' ``weight_mode``)
@@ -149,6 +168,11 @@ class ParallelSampler(abc.ABC):
     def training_inputs(self, tokens: Tensor, cond_tokens: Tensor, cond_mask: Tensor, masked: Tensor, mask_id: int,
                         weights: LossWeights | None = None) -> MaskedTokens:
         """The model inputs, targets and loss weights of one training batch (flat ``[B, N]`` tensors)."""
+
+    def maskable(self, cond_mask: Tensor) -> Tensor:
+        """Bool ``[B, N]``: the positions the training mask is drawn over (every position by default); the
+        masked count is drawn over these only."""
+        return torch.ones_like(cond_mask)
 
     def init_state(self, cond_tokens: Tensor, cond_mask: Tensor, mask_id: int) -> DecodeState:
         """The state before the first step: condition tokens ``z~`` where given, ``[MASK]`` elsewhere."""

@@ -4,6 +4,10 @@ The condition tokens ``z~`` (those at condition positions) are prepended to the 
 model is built with ``prefix_condition=True``, :class:`~magvit.transformer.MaskedTransformer`) and the clip
 itself is masked and decoded as in plain MaskGIT, from all positions unknown. Every example of a batch must
 have the same number of condition tokens (true for one task per batch with a deterministic region).
+
+Loss weights: the authors' default ``weight_mode='mask+refine+recons'`` with ``condition_mode='prefix'``
+weights every visual position (``videogvt/train_lib/mask_utils.py:random_mask``): mask 1, recons 1 (no
+position is a refined condition token).
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from torch import Tensor
 from magvit.errors import InputError
 from magvit.masking import LossWeights, MaskedTokens
 from magvit.samplers.base import DecodeState, check_token_shapes, part_weights
-from magvit.samplers.maskgit import MaskGITSampler
+from magvit.samplers.maskgit import MaskGITDecoding
 
-__all__ = ["PrefixSampler", "condition_prefix", "prefix_condition"]
+__all__ = ["PREFIX_WEIGHTS", "PrefixSampler", "condition_prefix", "prefix_condition"]
 
 
 def condition_prefix(cond_tokens: Tensor, cond_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -33,8 +37,11 @@ def condition_prefix(cond_tokens: Tensor, cond_mask: Tensor) -> tuple[Tensor, Te
     return cond_tokens[cond_mask].view(b, p), index[cond_mask].view(b, p)
 
 
+PREFIX_WEIGHTS = LossWeights(refine=0.0, mask=1.0, recons=1.0)
+
+
 def prefix_condition(tokens: Tensor, cond_tokens: Tensor, cond_mask: Tensor, masked: Tensor, mask_id: int,
-                     weights: LossWeights = LossWeights(refine=0.0, mask=1.0, recons=0.0)) -> MaskedTokens:
+                     weights: LossWeights = PREFIX_WEIGHTS) -> MaskedTokens:
     """Prefix-condition training inputs (paper Table 5 baseline). All tensors flat ``[B, N]``.
 
     The prefix is :func:`condition_prefix`; masked -> ``mask_id``, the rest -> ``tokens``.
@@ -47,10 +54,12 @@ def prefix_condition(tokens: Tensor, cond_tokens: Tensor, cond_mask: Tensor, mas
 
 
 @attrs.frozen
-class PrefixSampler(MaskGITSampler):
+class PrefixSampler(MaskGITDecoding):
     """Prefix condition in training and decoding; MaskGIT decoding of the whole clip."""
 
     name: ClassVar[str] = "prefix"
+    prefix_condition: ClassVar[bool] = True
+    default_weights: ClassVar[LossWeights] = PREFIX_WEIGHTS
     # The unconditional pass would need a prefix of another length in the same batch.
     supports_guidance: ClassVar[bool] = False
 

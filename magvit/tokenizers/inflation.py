@@ -33,6 +33,8 @@ from torch import Tensor, nn
 from magvit.errors import InputError
 
 INFLATION_MODES: tuple[str, ...] = ("central", "average")
+#: why a 3D entry is unmapped when the 2D state has no entry of its name (any other reason is a shape mismatch)
+NOT_IN_2D = "not in the 2D state dict"
 
 
 @attrs.frozen
@@ -50,6 +52,11 @@ class InflationReport:
     inflated: tuple[str, ...]
     unmapped: tuple[tuple[str, str], ...]
     unused: tuple[str, ...]
+
+    @property
+    def mismatched(self) -> tuple[tuple[str, str], ...]:
+        """The unmapped entries that the 2D state has, in a shape that does not map to the 3D one."""
+        return tuple((name, why) for name, why in self.unmapped if why != NOT_IN_2D)
 
     @property
     def complete(self) -> bool:
@@ -86,7 +93,7 @@ def inflate_2d_to_3d(state_2d: Mapping[str, Tensor], model_3d: nn.Module, mode: 
     new_state: dict[str, Tensor] = {}
     for name, value_3d in target.items():
         if name not in state_2d:
-            unmapped.append((name, "not in the 2D state dict"))
+            unmapped.append((name, NOT_IN_2D))
             continue
         value_2d = state_2d[name]
         if value_2d.shape == value_3d.shape:

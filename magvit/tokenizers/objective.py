@@ -120,11 +120,14 @@ class VQGANObjective(nn.Module):
 
     # -- the two steps ------------------------------------------------------------------------
     def generator_loss(
-        self, video: Tensor, step: int = 0, *, tokenizer: Callable[[Tensor], Any] | None = None
+        self, video: Tensor, step: int = 0, *, tokenizer: Callable[[Tensor], Any] | None = None,
+        judged: Callable[[Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, Tensor, dict[str, float]]:
         """One generator step's loss; returns ``(loss, recon, logs)``.
 
         ``tokenizer`` is what to call for the forward pass (e.g. its DDP wrapper); default ``self.tokenizer``.
+        ``judged`` maps a batch of clips to what the discriminator sees of them (e.g. ``k`` sampled frames per
+        clip for the per-frame discriminator of the 2D-VQ); default the whole clips.
 
         ``recon`` keeps its graph; pass ``recon.detach()`` (or ``recon``) to :meth:`discriminator_loss`.
         The discriminator's parameters collect no gradient here.
@@ -141,7 +144,7 @@ class VQGANObjective(nn.Module):
         if self.gan_active(step) and self.adversarial_weight > 0:
             self.discriminator.requires_grad_(False)
             try:
-                adversarial = generator_adversarial_loss(self.discriminator(recon))
+                adversarial = generator_adversarial_loss(self.discriminator(recon if judged is None else judged(recon)))
             finally:
                 self.discriminator.requires_grad_(True)
             loss = loss + self.adversarial_weight * adversarial
@@ -161,12 +164,17 @@ class VQGANObjective(nn.Module):
         return loss, recon, {f"g/{k}": v for k, v in attrs.asdict(logs).items()}
 
     def discriminator_loss(
-        self, video: Tensor, recon: Tensor, step: int = 0, *, discriminator: Callable[[Tensor], Tensor] | None = None
+        self, video: Tensor, recon: Tensor, step: int = 0, *, discriminator: Callable[[Tensor], Tensor] | None = None,
+        judged: Callable[[Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """One discriminator step's loss; returns ``(loss, logs)``.
 
         Real and fake clips go through ``discriminator`` (default ``self.discriminator``; the trainer passes
-        its DDP wrapper) in one forward pass, so a distributed run reduces one graph.
+        its DDP wrapper) in one forward pass, so a distributed run reduces one graph. ``judged`` is applied to
+        the real and fake clips together before they reach it (as in :meth:`generator_loss`).
+
+        A per-frame discriminator (``spatial_dims == 2``) gives one logit per frame: every loss term is then a
+        mean over frames, the R1 penalty included (each frame is an image, as the authors' 2D-VQ trains on).
 
         Before ``discriminator_start_step`` it returns a zero loss with no graph to the discriminator
         (``gan_active(step)`` tells the trainer to skip the step).
@@ -174,15 +182,19 @@ class VQGANObjective(nn.Module):
         if not self.gan_active(step):
             return torch.zeros((), requires_grad=True), {"d/loss": 0.0}
         disc = discriminator or self.discriminator
-        b = video.shape[0]
         logits: list[Tensor] = []
 
         def real_and_fake(real: Tensor) -> Tensor:
-            both = disc(torch.cat([real, recon.detach()]))
-            logits.append(both[b:])
-            return both[:b]
+            clips = torch.cat([real, recon.detach()])
+            both = disc(clips if judged is None else judged(clips))
+            half = both.shape[0] // 2  # one logit per clip, or per judged frame (real ones first)
+            logits.append(both[half:])
+            return both[:half]
 
         r1, real_logits = r1_penalty(real_and_fake, video, self.r1_cost)
+        # r1_penalty sums the squared gradient over each clip; with one logit per judged frame the sum covers
+        # that many images, and the penalty of the authors' 2D-VQ is a mean over images.
+        r1 = r1 / (real_logits.shape[0] // video.shape[0])
         fake_logits = logits[0]
         adversarial = discriminator_adversarial_loss(real_logits, fake_logits)
         loss = adversarial + r1

@@ -32,7 +32,8 @@ from magvit.errors import MagvitError
 from magvit.masking import warn_condition_coverage
 from magvit.objective import MultiTaskObjective, ObjectiveConfig
 from magvit.pipeline import MagvitPipeline, load_tokenizer, sampler_spec
-from magvit.tasks import build_tasks
+from magvit.samplers.base import transformer_options as method_options
+from magvit.tasks import build_tasks, transformer_prompts
 from magvit.train.data import make_token_data
 from magvit.train.optim import OptimConfig
 from magvit.train.settings import in_unit_interval
@@ -86,9 +87,12 @@ class TransformerStage(Stage):
         tasks: task names (``"all"``: every registered task) -- one model for all of them.
         task_options: per-task constructor arguments, e.g. ``{"fp": {"cond_frames": 5}}``.
         task_weights: sampling weight per task (default 1 each, as released).
-        prompt_sharing: ``"paper"`` (a prompt per task) or ``"code"`` (the authors' sharing).
+        prompt_sharing: ``"paper"`` (a prompt per task), ``"code"`` (the authors' sharing) or ``"none"`` (no
+            task prompt, as the authors' single-task models; the model then takes any task's condition).
         frames, resolution: clip size (must match the data and the tokenizer).
-        objective: masking method, schedule, token rule, label smoothing, loss weights.
+        objective: masking method, schedule, token rule, label smoothing, loss weights; the method also sets
+            the architecture (causal for ``ar``, prefix condition for ``prefix``) and the sampler of
+            :meth:`pipeline` and :meth:`samples`.
         optim: optimiser settings.
         ema_decay: keep an EMA of the transformer (None: off, as in the authors' code).
         transformer_options: overrides of the preset (e.g. ``{"dropout": 0.0}``).
@@ -131,8 +135,8 @@ class TransformerStage(Stage):
         grid = self.tokenizer.token_shape(frames, resolution, resolution)
         self.transformer = MaskedTransformer.from_preset(
             preset, codebook_size=self.tokenizer.codebook_size, num_classes=num_classes,
-            prompts=[t.prompt for t in self.tasks], num_tokens=math.prod(grid),
-            **{"init_seed": seed, **(transformer_options or {})},
+            prompts=transformer_prompts(self.tasks, prompt_sharing), num_tokens=math.prod(grid),
+            **{"init_seed": seed, **method_options(objective.sampler()), **(transformer_options or {})},
         )
         self.objective = MultiTaskObjective(self.tokenizer, self.tasks, task_weights=task_weights, config=objective, seed=seed)
         self.frames, self.resolution = frames, resolution
@@ -236,7 +240,7 @@ class TransformerStage(Stage):
             "frames": self.frames,
             "resolution": self.resolution,
             "token_rule": self.objective_config.token_rule,
-            "sampler": sampler_spec(self.objective_config.method),
+            "sampler": sampler_spec(self.objective_config.sampler()),
         }
 
     def extra_state(self) -> dict[str, Any]:
@@ -250,7 +254,7 @@ class TransformerStage(Stage):
         return MagvitPipeline(
             self.tokenizer, self.transformer, self.tasks, frames=self.frames, resolution=self.resolution,
             token_rule=self.objective_config.token_rule, tokenizer_name=self.tokenizer_spec["name"],
-            sampler=self.objective_config.method,
+            sampler=self.objective_config.sampler(),
         )
 
     def samples(self, batch: ClipBatch, generator: torch.Generator) -> dict[str, list[Tensor]]:

@@ -57,10 +57,11 @@ class FakePipeline:
     def task(self, name):
         return self.tasks[name]
 
-    def decoding_sampler(self, sampler=None):
-        return get_sampler(sampler or "commit")
+    def decoding_sampler(self, sampler=None, **options):
+        return get_sampler(sampler or "commit", **options)
 
-    def generate(self, task, video, label, *, steps, generator, paste_condition, sampler):
+    def generate(self, task, video, label, *, steps, generator, paste_condition, sampler, guidance_scale,
+                 guidance_task):
         self.clock.now += GENERATE_S
         return torch.full(SHAPE, 0.5)
 
@@ -191,7 +192,8 @@ def test_magvit_evaluate_prints_the_estimate_with_its_quicker_options_on_stderr(
     from magvit.pipeline import MagvitPipeline
 
     write_synthetic(tmp_path / "data", num_clips=2, num_val_clips=4, frames=SHAPE[2], size=SHAPE[3])
-    monkeypatch.setattr(MagvitPipeline, "from_checkpoint", lambda path: FakePipeline(clock, ["fp", "cg"]))
+    monkeypatch.setattr(MagvitPipeline, "from_checkpoint",
+                        lambda path, use_ema=True: FakePipeline(clock, ["fp", "cg"]))
     monkeypatch.setattr(progress, "QUICK_LOOK_CLIPS", 2)  # the data's 4 clips are then more than a quick look's
     assert main(["evaluate", "--checkpoint", str(tmp_path / "p.pt"), "--data", str(tmp_path / "data" / "val"),
                  "--batch_size", "2", "--no_fvd"]) == 0

@@ -13,21 +13,21 @@ from magvit.masking import MaskedTokens
 from magvit.pipeline import MagvitPipeline
 from magvit.protocols import Sampler, sampler_problem
 from magvit.registry import PluginWarning, Registry, get_sampler, sampler_names
-from magvit.samplers import CommitSampler, DecodeState, MaskGITSampler
+from magvit.samplers import CommitSampler, DecodeState, MaskGITSampler, transformer_options
 from magvit.transformer import MaskedTransformer
 
 N = 32
 
 
 def test_builtin_samplers_in_order():
-    assert sampler_names()[:3] == ["commit", "maskgit", "prefix"]
+    assert sampler_names()[:4] == ["commit", "maskgit", "prefix", "ar"]
     assert {e.plugin for e in registry.default_registry().entries("sampler")} >= {"magvit.samplers"}
 
 
 def model_for(sampler: Sampler) -> MaskedTransformer:
     model = MaskedTransformer.from_preset(
         "tiny", codebook_size=16, num_classes=2, prompts=["fp"], num_tokens=N, num_layers=1, hidden_size=32,
-        num_heads=2, mlp_dim=64, causal=sampler.causal, prefix_condition=sampler.name == "prefix")
+        num_heads=2, mlp_dim=64, **transformer_options(sampler))
     model.reset_parameters(torch.Generator().manual_seed(0))
     return model.eval()
 
@@ -57,7 +57,8 @@ def test_every_sampler_trains_and_decodes(name):
     assert first.shape == (2, N) and 0 <= int(first.min()) and int(first.max()) < 16
     assert torch.equal(first, again)
     assert isinstance(states[-1], DecodeState) and states[-1].done and not states[-1].unknown.any()
-    assert 1 <= len(states) <= 4
+    limit = sampler.num_steps(4, N) if hasattr(sampler, "num_steps") else 4  # ar: one step per token
+    assert 1 <= len(states) <= limit
 
 
 def test_sampler_options_and_errors():
@@ -66,8 +67,11 @@ def test_sampler_options_and_errors():
         get_sampler("commit", steps=3)
     with pytest.raises(InputError, match="temperature must be a number >= 0"):
         get_sampler("commit", temperature=-1.0)
-    with pytest.raises(KeyError, match="registered samplers: commit, maskgit, prefix"):
+    with pytest.raises(KeyError, match="registered samplers: commit, maskgit, prefix, ar"):
         get_sampler("greedy")
+    assert get_sampler("latent", unmaskable="ground_truth") == MaskGITSampler(unmaskable="ground_truth")
+    with pytest.raises(InputError, match="unmaskable must be one of"):
+        get_sampler("maskgit", unmaskable="none")
     with pytest.raises(InputError, match="unknown mask scheduler 'cosinus'"):
         CommitSampler(schedule="cosinus").init_state(torch.zeros(1, 4, dtype=torch.long),
                                                    torch.zeros(1, 4, dtype=torch.bool), 99)
@@ -233,7 +237,8 @@ def test_generate_and_evaluate_take_a_sampler(saved, tmp_path):
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--tasks", "fp", "--num_clips",
                  "2", "--no_fvd", "--sampler", "maskgit", "--steps", "2", "--out", str(tmp_path / "eval")]) == 0
     decoding = json.loads((tmp_path / "eval" / "metrics.json").read_text())["decoding"]
-    assert decoding == {"sampler": {"name": "maskgit", "config": attrs.asdict(MaskGITSampler())}, "steps": 2}
+    assert decoding == {"sampler": {"name": "maskgit", "config": attrs.asdict(MaskGITSampler())}, "steps": 2,
+                        "guidance_scale": 0.0, "guidance_task": None, "seed": 0, "repeats": 1}
 
 
 def test_an_unknown_sampler_is_one_error_line(saved, tmp_path, capsys):
@@ -243,7 +248,7 @@ def test_an_unknown_sampler_is_one_error_line(saved, tmp_path, capsys):
     checkpoint, data = saved
     assert main(["generate", "--checkpoint", str(checkpoint), "--task", "cg", "--label", "1", "--sampler", "greedy",
                  "--out", str(tmp_path / "x.gif")]) == 2
-    one_line_error(capsys, "unknown sampler 'greedy'", "registered samplers: commit, maskgit, prefix")
+    one_line_error(capsys, "unknown sampler 'greedy'", "registered samplers: commit, maskgit, prefix, ar")
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--sampler", "greedy",
                  "--no_fvd"]) == 2
     one_line_error(capsys, "unknown sampler 'greedy'")

@@ -1,11 +1,20 @@
 """The training side of the built-in samplers: COMMIT (paper Eq. 2), latent masking and prefix condition
-(paper Table 5), as case tables on four tokens."""
+(paper Table 5) and the autoregressive baseline (Table 6), as case tables on four tokens."""
 
 import pytest
 import torch
 
 from magvit.masking import LossWeights, random_mask
-from magvit.samplers import CommitSampler, MaskGITSampler, PrefixSampler, commit_masking, latent_masking, prefix_condition
+from magvit.samplers import (
+    ARSampler,
+    CommitSampler,
+    MaskGITSampler,
+    PrefixSampler,
+    commit_masking,
+    latent_masking,
+    lm_inputs,
+    prefix_condition,
+)
 
 # -- COMMIT (Eq. 2) ---------------------------------------------------------------------------------
 
@@ -55,7 +64,23 @@ def test_latent_masking_case_table():
     assert out.inputs.tolist() == [[20, MASK_ID, 22, 13]]
     assert out.weights.tolist() == [[2.0, 3.0, 2.0, 5.0]]
     assert out.masked.tolist() == [[False, True, False, False]]
-    assert latent_masking(Z, ZC, COND, MASKED, MASK_ID).weights.tolist() == [[0.0, 1.0, 0.0, 0.0]]
+    # the authors' default weight_mode 'mask+refine+recons': every maskable position
+    assert latent_masking(Z, ZC, COND, MASKED, MASK_ID).weights.tolist() == [[0.0, 1.0, 0.0, 1.0]]
+
+
+def test_latent_masking_ground_truth_variant():
+    """input->input of the authors' random_mask: the condition positions hold the ground truth."""
+    out = MaskGITSampler(unmaskable="ground_truth").training_inputs(Z, ZC, COND, MASKED, MASK_ID)
+    assert out.inputs.tolist() == [[10, MASK_ID, 12, 13]]
+    assert MaskGITSampler().maskable(COND).tolist() == [[False, True, False, True]]
+
+
+def test_prefix_and_ar_default_weights_are_the_authors():
+    assert PrefixSampler().training_inputs(Z, ZC, COND, MASKED, MASK_ID).weights.tolist() == [[1.0, 1.0, 1.0, 1.0]]
+    out = ARSampler().training_inputs(Z, ZC, COND, MASKED, MASK_ID, LossWeights(refine=2.0, mask=3.0, recons=5.0))
+    assert out.inputs.tolist() == Z.tolist() and out.masked.all()
+    assert out.prefix.tolist() == [[20, 22]] and out.prefix_index.tolist() == [[0, 2]]
+    assert out.weights.tolist() == [[2.0, 3.0, 2.0, 3.0]]
 
 
 def test_prefix_condition_case_table():
@@ -79,7 +104,8 @@ def test_masking_rejects_shape_mismatch():
 
 
 @pytest.mark.parametrize("sampler,function", [(CommitSampler(), commit_masking), (MaskGITSampler(), latent_masking),
-                                              (PrefixSampler(), prefix_condition)])
+                                              (PrefixSampler(), prefix_condition),
+                                              (ARSampler(), lambda z, zc, c, m, i, w: lm_inputs(z, zc, c, w))])
 def test_sampler_training_inputs_are_its_function_with_its_default_weights(sampler, function):
     ours = sampler.training_inputs(Z, ZC, COND, MASKED, MASK_ID)
     theirs = function(Z, ZC, COND, MASKED, MASK_ID, sampler.default_weights)

@@ -88,3 +88,28 @@ def test_losses_call_the_modules_they_are_given(make_clips):
     _, recon, _ = objective.generator_loss(video, tokenizer=tokenizer)
     objective.discriminator_loss(video, recon, discriminator=discriminator)
     assert calls == ["g", ("d", 2)]  # one discriminator pass over real and fake together
+
+
+def test_per_frame_discriminator_scores_each_judged_frame_as_an_image(make_clips):
+    """The 2D-VQ's discriminator: one logit per judged frame, real and fake split per frame, R1 a mean over images."""
+    tokenizer = get_tokenizer("vq2d", preset="tiny")
+    disc = build_discriminator("tiny", 16, frames=2, spatial_dims=2, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        objective = VQGANObjective(tokenizer, disc)
+    video = make_clips(2, 4, 16)
+    recon = make_clips(2, 4, 16, seed=1)
+    judged = lambda clips: clips[:, :, 1:3]  # noqa: E731 - the same two frames of every clip
+    loss, logs = objective.discriminator_loss(video, recon, judged=judged)
+    real = video[:, :, 1:3].clone().requires_grad_(True)
+    real_logits = disc(real)
+    (grad,) = torch.autograd.grad(real_logits.sum(), real)
+    fake_logits = disc(recon[:, :, 1:3])
+    assert real_logits.shape == (4,)  # 2 clips x 2 frames
+    r1 = 10.0 * grad.pow(2).sum(dim=(1, 3, 4)).mean()  # per image (frame), mean over the 4 images
+    adversarial = torch.nn.functional.softplus(-real_logits).mean() + torch.nn.functional.softplus(fake_logits).mean()
+    assert logs["d/r1"] == pytest.approx(r1.item(), rel=1e-5)
+    assert logs["d/adversarial"] == pytest.approx(adversarial.item(), rel=1e-5)
+    assert loss.item() == pytest.approx((r1 + adversarial).item(), rel=1e-5)
+    g_loss, _, g_logs = objective.generator_loss(video, judged=judged)
+    assert torch.isfinite(g_loss) and g_logs["g/adversarial"] > 0
