@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from magvit.errors import InputError
-from magvit.protocols import Sampler
+from magvit.protocols import Sampler, StepwiseSampler
 from magvit.samplers.base import DEFAULT_STEPS, DecodeState
 
 __all__ = ["Callback", "decode"]
@@ -143,11 +143,10 @@ def decode(
     uncond_prompt_ids = _ids(uncond_prompt, b, device, "uncond_prompt") if uncond_prompt is not None else prompt_ids
     uncond_label = torch.full((b,), model.vocab.uncond_id, dtype=torch.long, device=device)
     state = sampler.init_state(z_cond, cond, model.vocab.mask_id)
-    num_steps = getattr(sampler, "num_steps", None)
-    own_logits = getattr(sampler, "model_logits", None)
-    for _ in range(steps if num_steps is None else num_steps(steps, z_cond.shape[1])):
-        if own_logits is not None:
-            logits, state = own_logits(model, state, prompt_ids, label_ids)
+    stepwise = isinstance(sampler, StepwiseSampler)
+    for _ in range(sampler.num_steps(steps, z_cond.shape[1]) if stepwise else steps):
+        if stepwise:
+            logits, state = sampler.model_logits(model, state, prompt_ids, label_ids)
         else:
             logits = _logits(model, sampler, state, prompt_ids, label_ids, guidance_scale, uncond_prompt_ids,
                              uncond_label)

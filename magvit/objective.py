@@ -40,7 +40,6 @@ from magvit.masking import (
 )
 from magvit.protocols import MaskScheduler, Sampler, Task, Tokenizer
 from magvit.registry import default_registry, sampler_names
-from magvit.samplers.base import maskable_positions
 
 __all__ = [
     "LossOutput",
@@ -322,7 +321,7 @@ def token_loss(
         label = torch.where(drop, torch.full_like(label, model.vocab.uncond_id), label)
         cond_mask = cond_mask & ~drop[:, None]
     scheduler = scheduler or _scheduler(config.schedule)
-    positions = _mask(maskable_positions(sampler, cond_mask), config, scheduler, generator)
+    positions = _mask(sampler.maskable(cond_mask), config, scheduler, generator)
     masked = sampler.training_inputs(tokens, cond_tokens, cond_mask, positions, model.vocab.mask_id,
                                      config.loss_weights(sampler))
     logits = model(masked.inputs, prompt, label, masked.prefix, masked.prefix_index)

@@ -214,16 +214,22 @@ class Sampler(Protocol):
     calls the model on ``state.inputs`` (plus :meth:`model_kwargs`) and :meth:`step` with its codebook logits,
     until the state is ``done``.
 
-    Optional (read with ``getattr``; the built-ins have them where they matter): ``prefix_condition`` and
-    ``aliases`` class attributes (the architecture and other registry names), ``maskable(cond_mask)`` (the
-    positions the training mask is drawn over), ``num_steps(steps, num_tokens)`` and ``model_logits(model,
-    state, prompt, label) -> (logits, state)`` (the loop's step count and model call, e.g. through a
-    key/value cache, as ``ar``).
+    A sampler that calls the model itself (one position per step through a key/value cache, as ``ar``) also
+    implements :class:`StepwiseSampler`.
     """
 
     name: str
     causal: bool
     supports_guidance: bool
+    #: whether the model needs the condition-segment embedding of the prefix-condition baseline
+    prefix_condition: bool
+    #: other registry names of the method (e.g. ``("latent",)`` for ``maskgit``, the paper's name)
+    aliases: tuple
+
+    def maskable(self, cond_mask: Tensor) -> Tensor:
+        """Bool ``[B, N]``: the positions the training mask is drawn over (e.g. all but the condition tokens
+        for latent masking)."""
+        ...
 
     def training_inputs(self, tokens: Tensor, cond_tokens: Tensor, cond_mask: Tensor, masked: Tensor,
                         mask_id: int, weights: object = None) -> object:
@@ -248,7 +254,24 @@ class Sampler(Protocol):
         ...
 
 
+@runtime_checkable
+class StepwiseSampler(Protocol):
+    """Optional capability of a :class:`Sampler`: it fixes its own number of steps and obtains each step's
+    logits itself (``ar``: one token per step through the key/value cache); the decoding loop still owns the
+    steps, the callback and the stop."""
+
+    def num_steps(self, steps: int, num_tokens: int) -> int:
+        """The number of decoding steps for ``num_tokens`` visual tokens (``steps`` is what was asked)."""
+        ...
+
+    def model_logits(self, model: object, state: object, prompt: Tensor | None, label: Tensor
+                     ) -> tuple[Tensor, object]:
+        """The codebook logits of this step and the state the model call leaves (e.g. a grown cache)."""
+        ...
+
+
 def sampler_problem(sampler: object) -> str | None:
     """Why ``sampler`` does not satisfy :class:`Sampler`, or ``None`` when it does."""
-    methods = ["training_inputs", "init_state", "step", "model_kwargs", "unconditional_inputs", "default_weights"]
+    methods = ["training_inputs", "init_state", "step", "model_kwargs", "unconditional_inputs", "default_weights",
+               "maskable"]
     return _protocol_problem(sampler, Sampler, methods)

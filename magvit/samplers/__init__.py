@@ -18,13 +18,13 @@ from typing import Any
 
 from magvit.hookspecs import hookimpl
 from magvit.samplers.ar import ARDecodeState, ARSampler, lm_inputs
-from magvit.samplers.base import DecodeState, ParallelSampler, maskable_positions, transformer_options
+from magvit.samplers.base import DecodeState, ParallelSampler, transformer_options
 from magvit.samplers.commit import CommitSampler, commit_masking
 from magvit.samplers.maskgit import MaskGITSampler, latent_masking
 from magvit.samplers.prefix import PrefixSampler, prefix_condition
 
 __all__ = ["ARDecodeState", "ARSampler", "CommitSampler", "DecodeState", "MaskGITSampler", "ParallelSampler",
-           "PrefixSampler", "commit_masking", "latent_masking", "lm_inputs", "maskable_positions", "prefix_condition",
+           "PrefixSampler", "commit_masking", "latent_masking", "lm_inputs", "prefix_condition",
            "transformer_options"]
 
 

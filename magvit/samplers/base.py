@@ -23,7 +23,7 @@ from magvit.errors import InputError
 from magvit.masking import MIN_RATIO, LossWeights, MaskedTokens
 from magvit.protocols import MaskScheduler
 
-__all__ = ["DecodeState", "ParallelSampler", "check_token_shapes", "choice_scores", "maskable_positions",
+__all__ = ["DecodeState", "ParallelSampler", "check_token_shapes", "choice_scores",
            "part_weights", "resolve_schedule", "sample_tokens", "transformer_options"]
 
 # Algorithm 1 settings of the authors' configs (config.sampling in videogvt/configs/maskgvt_ucf101_config.py).
@@ -86,17 +86,8 @@ def _positive(instance: object, attribute: attrs.Attribute, value: float) -> Non
 
 def transformer_options(sampler: Any) -> dict[str, bool]:
     """The :class:`~magvit.transformer.MaskedTransformer` arguments of the architecture ``sampler`` trains and
-    decodes with (``causal`` for ``ar``, ``prefix_condition`` for ``prefix``; a sampler without the class
-    attributes needs the plain bidirectional model)."""
-    return {"causal": bool(getattr(sampler, "causal", False)),
-            "prefix_condition": bool(getattr(sampler, "prefix_condition", False))}
-
-
-def maskable_positions(sampler: Any, cond_mask: Tensor) -> Tensor:
-    """Bool ``[B, N]``: the positions the training mask may draw for ``sampler`` (its ``maskable``; every
-    position for a sampler without one)."""
-    own = getattr(sampler, "maskable", None)
-    return own(cond_mask) if own is not None else torch.ones_like(cond_mask)
+    decodes with (``causal`` for ``ar``, ``prefix_condition`` for ``prefix``)."""
+    return {"causal": bool(sampler.causal), "prefix_condition": bool(sampler.prefix_condition)}
 
 
 def check_token_shapes(tokens: Tensor, cond_tokens: Tensor, cond_mask: Tensor, masked: Tensor) -> None:
