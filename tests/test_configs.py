@@ -16,6 +16,8 @@ TINY = sorted(CONFIGS.glob("tiny/*.yaml"))
 TOKENIZER = sorted(CONFIGS.glob("tokenizer/*.yaml"))
 TRANSFORMER = sorted(CONFIGS.glob("transformer/*.yaml"))
 PAPER = TOKENIZER + TRANSFORMER
+#: the studies of `magvit ablate` (not fit configs: each names fit configs and overrides them per arm)
+ABLATIONS = sorted(CONFIGS.glob("ablations/*.yaml"))
 #: clip size of each dataset (BAIR 64 px, the others 128 px, as in the paper)
 RESOLUTION = {"bair": 64, "k600": 128, "ssv2": 128, "ucf101": 128}
 TOKENIZER_STAGE = "magvit.train.tokenizer_stage.TokenizerStage"
@@ -38,10 +40,24 @@ def parse(parser, *files, args=()):
 
 def test_every_yaml_is_covered():
     everything = sorted(CONFIGS.rglob("*.y*ml"))
-    assert everything == sorted(DATA + TINY + PAPER), "a config outside data/, tiny/, tokenizer/, transformer/"
+    assert everything == sorted(DATA + TINY + PAPER + ABLATIONS), \
+        "a config outside data/, tiny/, tokenizer/, transformer/, ablations/"
     assert len(DATA) == 4 and len(TINY) == 4 and len(TOKENIZER) == 8 and len(TRANSFORMER) == 10
     # every paper config has a data config to compose with, and every data config is used
     assert {data_config(p) for p in PAPER} == set(DATA)
+
+
+@pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: p.stem)
+def test_every_arm_of_a_study_parses(parser, path):
+    from magvit.ablate import load_study
+    from magvit.train.fit_config import parse_fit_config
+
+    study = load_study(path)
+    assert len(study.seeds) >= 3 and study.comparisons and study.primary.why
+    for overrides in study.arms.values():
+        for stage, base in study.base.items():
+            if base is not None:
+                parse_fit_config(base, {**study.shared[stage], **overrides[stage]})
 
 
 @pytest.mark.parametrize("path", TINY, ids=lambda p: p.stem)
