@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import attrs
 
 from magvit import registry
+from magvit.registry import option_names
 from magvit.errors import InputError, MagvitError
 
 __all__ = [
@@ -210,20 +211,6 @@ def read_spec(kind: str, spec: str | Mapping[str, Any]) -> tuple[str, dict[str, 
     if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
         raise InputError(f"the config of {kind} {name!r} must map option names to values, got {options!r}")
     return name, dict(options)
-
-
-def option_names(factory: Callable[..., Any]) -> list[str] | None:
-    """The keyword arguments ``factory`` takes, or ``None`` when it takes any (``**kwargs``) or cannot tell."""
-    if attrs.has(factory):
-        return [a.alias for a in attrs.fields(factory) if a.init]  # type: ignore[arg-type]
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in params if p.kind in named]
 
 
 def build_part(kind: str, spec: str | Mapping[str, Any]) -> Any:

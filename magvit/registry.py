@@ -62,6 +62,7 @@ __all__ = [
     "get_tokenizer",
     "hookimpl",
     "mask_scheduler_names",
+    "option_names",
     "pipeline_names",
     "reset",
     "sampler_names",
@@ -389,16 +390,23 @@ def get_sampler(name: str, **options: Any) -> Any:
     try:
         return entry.factory(**options)
     except TypeError as exc:
-        taken = ", ".join(_option_names(entry.factory)) or "none"
+        taken = ", ".join(option_names(entry.factory) or ()) or "any"
         raise InputError(f"sampler {name!r} cannot take the options {sorted(options)} ({exc}); its options: "
                          f"{taken}") from None
 
 
-def _option_names(factory: Callable[..., Any]) -> list[str]:
-    """The keyword arguments ``factory`` takes (the fields of an attrs class)."""
+def option_names(factory: Callable[..., Any]) -> list[str] | None:
+    """The keyword arguments ``factory`` takes, or ``None`` when it takes any (``**kwargs``) or cannot tell."""
     if attrs.has(factory):
-        return [f.name for f in attrs.fields(factory) if f.init]
-    return [p.name for p in inspect.signature(factory).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        return [a.alias for a in attrs.fields(factory) if a.init]  # type: ignore[arg-type]
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in named]
 
 
 def pipeline_names() -> list[str]:

@@ -64,17 +64,20 @@ class DecodeState:
 
 def resolve_schedule(schedule: str | Mapping[str, Any] | MaskScheduler) -> MaskScheduler:
     """A mask schedule from its registry name, a ``{"name": ..., "config": {...}}`` spec, or the object itself."""
-    if isinstance(schedule, (str, Mapping)):
-        return build_part("mask scheduler", schedule)
-    if callable(getattr(schedule, "ratio", None)):
-        return schedule
-    raise InputError(f"schedule must be a mask schedule name, a spec or a MaskScheduler, got {schedule!r}")
+    if not _schedule_like(schedule):
+        raise InputError(f"schedule must be a mask schedule name, a spec or a MaskScheduler, got {schedule!r}")
+    return build_part("mask scheduler", schedule) if isinstance(schedule, (str, Mapping)) else schedule
+
+
+def _schedule_like(value: Any) -> bool:
+    """A registry name, a ``{"name", "config"}`` spec, or an object with ``ratio``."""
+    return isinstance(value, (str, Mapping)) or callable(getattr(value, "ratio", None))
 
 
 def _check_schedule(instance: object, attribute: attrs.Attribute, value: Any) -> None:
     # The name is looked up when decoding starts (init_state): the registry builds every sampler once while
     # it loads, and a lookup from here would ask it for itself.
-    if not isinstance(value, (str, Mapping)) and not callable(getattr(value, "ratio", None)):
+    if not _schedule_like(value):
         raise InputError(f"{type(instance).__name__}.{attribute.name} must be a mask schedule name, a "
                          f'{{"name", "config"}} spec or a MaskScheduler, got {value!r}')
 

@@ -135,7 +135,7 @@ def test_progress_prints_plan_estimate_and_a_bar_to_its_total_on_stderr(clock, c
     plan = lines.index("evaluate: 3 tasks x 6 clips in batches of 2, with FVD (TimedFeatures features of every "
                        "real and generated clip); the bar counts each clip once per task and once for the reference "
                        "pass (tokenizer, TimedFeatures); an estimate follows the first task")
-    # fake-clock costs: reference 4 s, fp 14 s, so a batch of 2 clips projected at 4 + 3 * 14 = 46 s (12 of FVD), 18 s spent
+    # fake-clock costs: the real clips' pass 4 s, fp 14 s, so a batch of 2 clips projected at 4 + 3 * 14 = 46 s (12 of FVD), 18 s spent
     first = lines.index("evaluate: about 2 min left for 3 tasks x 6 clips, 26% of it FVD's feature extraction "
                         "(measured on the first task of the first batch of 2 clips, start-up included; refined "
                         "after the first batch)")
@@ -201,7 +201,7 @@ def test_magvit_evaluate_prints_the_estimate_with_its_quicker_options_on_stderr(
     assert out.startswith("task ") and "evaluate:" not in out
     lines = err.replace("\r", "\n").splitlines()
     assert "evaluate: 2 tasks x 4 clips in batches of 2, without FVD; " in err  # the data hold 4 of the 256
-    # fake-clock costs: reference 1 s, fp 10 + 1 s, cg 10 s; FVD is off, so fewer clips is the only quicker option
+    # fake-clock costs: the real clips' pass 1 s, fp 10 + 1 s, cg 10 s; FVD is off, so fewer clips is the only quicker option
     assert [line for line in lines if line.startswith("evaluate: about ")] == [
         "evaluate: about 34 s left for 2 tasks x 4 clips (measured on the first task of the first batch of 2 clips, "
         "start-up included; refined after the first batch); for a quicker look: --num_clips 2 (about 23 s)",
