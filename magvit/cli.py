@@ -100,7 +100,8 @@ def cmd_plugins() -> str:
 
 
 def cmd_data_synthetic(out: str, num_clips: int = 2048, num_val_clips: int = 256, frames: int = 16, size: int = 32,
-                       num_classes: int = 8, seed: int = 0, as_videos: bool = False, overwrite: bool = False) -> str:
+                       num_classes: int = 8, seed: int = 0, turn_probability: float = 0.0, as_videos: bool = False,
+                       overwrite: bool = False) -> str:
     """Write the embedded synthetic dataset (moving labelled shapes) as shards: OUT/train and OUT/val.
 
     Args:
@@ -111,6 +112,9 @@ def cmd_data_synthetic(out: str, num_clips: int = 2048, num_val_clips: int = 256
         size: clip height and width in pixels.
         num_classes: number of classes (shape and colour, and motion, depend on the class).
         seed: the data are a pure function of the seed.
+        turn_probability: chance in [0, 1] that a clip's class object turns once, at a random frame after
+            the first, to a random direction (same speed), so frame 0 no longer determines the future;
+            0 (the default) keeps every motion predictable from frame 0.
         as_videos: write the training clips as mp4 files in OUT/<class>/ instead (a folder of videos as
             `magvit data shards` ingests it).
         overwrite: replace an existing dataset in OUT.
@@ -119,9 +123,11 @@ def cmd_data_synthetic(out: str, num_clips: int = 2048, num_val_clips: int = 256
 
     if as_videos:
         return str(write_synthetic_videos(out, num_clips=num_clips, frames=frames, size=size,
-                                          num_classes=num_classes, seed=seed, overwrite=overwrite))
+                                          num_classes=num_classes, seed=seed, overwrite=overwrite,
+                                          turn_probability=turn_probability))
     return str(write_synthetic(out, num_clips=num_clips, num_val_clips=num_val_clips, frames=frames, size=size,
-                               num_classes=num_classes, seed=seed, overwrite=overwrite))
+                               num_classes=num_classes, seed=seed, overwrite=overwrite,
+                               turn_probability=turn_probability))
 
 
 def cmd_data_shards(src: str, out: str, frames: int = 16, size: int = 64, stride: int = 1,
@@ -449,18 +455,21 @@ def cmd_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 6
     return f"open {run_demo(out, train=train, eval_clips=eval_clips, fvd=fvd, resume=resume, train_clips=train_clips)}"
 
 
-def cmd_ablate(study: str, out: str | None = None, smoke: bool = False) -> str:
-    """Run an ablation study (configs/ablations/*.yaml): train, evaluate, write results.json and report.md.
+def cmd_ablate(study: str, out: str = "outputs/ablations", smoke: bool = False, arms: list[str] | None = None,
+               seeds: list[int] | None = None) -> str:
+    """Run an ablation study (configs/ablations/*.yaml): train, evaluate, write results.json, report.md, plots.
 
     Args:
         study: the study file (a YAML file, or a shipped name such as ablations/table5).
-        out: output folder (default: outputs/ablations/<study file name>); re-running continues a stopped study.
+        out: output folder; studies run into the same folder share their common runs, each writes its results
+            to OUT/<study name>/; re-running continues a stopped study.
         smoke: a few training steps per run and 2 evaluation clips without FVD (checks the study runs).
+        arms: run only these arms (with the runs they depend on).
+        seeds: run only these seeds, e.g. to check in a fresh folder that an arm reproduces its recorded metrics.
     """
-    from magvit.ablate import run_study
+    from magvit.ablation import run_study
 
-    out = out or str(Path("outputs") / "ablations" / Path(study).stem)
-    return f"wrote {run_study(resolve_config(study), out, smoke=smoke)}"
+    return f"wrote {run_study(resolve_config(study), out, smoke=smoke, arms=arms, seeds=seeds)}"
 
 
 def cmd_weights(name: str, force: bool = False, cache_dir: str | None = None) -> str:

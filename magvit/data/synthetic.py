@@ -1,8 +1,9 @@
 """Synthetic labelled videos: a built-in dataset that needs no download (``magvit data synthetic``).
 
 Every clip shows one *class object* moving over a dark background, plus ``distractors`` smaller grey
-objects drawn in front of it (they occlude it when they cross). Everything the future depends on is
-visible in the first frame, so frame prediction from one frame and interpolation are well posed:
+objects drawn in front of it (they occlude it when they cross). By default everything the future
+depends on is visible in the first frame, so frame prediction from one frame and interpolation are well
+posed:
 
 * the class object's **shape and colour are the class** (shape ``SHAPES[c % 6]``, hue ``c / num_classes``);
 * its **velocity is a function of the class**: direction ``2 pi (c + 1/2) / num_classes``, speed
@@ -14,11 +15,18 @@ visible in the first frame, so frame prediction from one frame and interpolation
 
 So a model that recognises the object in frame 0 knows where it will be in every later frame.
 
-Randomness (class, start positions, distractor kinds) comes from one numpy ``PCG64`` stream per split,
+The exception is ``turn_probability`` (default 0): with that probability a clip's class object turns
+once, at a turn frame ``k`` drawn uniformly from ``1 .. T-1``. Up to and including frame ``k`` it follows
+the path above; after it, it moves from its frame-``k`` centre at the class velocity rotated by an angle
+drawn uniformly from ``[-pi, pi)`` (same speed), bouncing as before. Frame 0 then no longer determines
+the clip, so a frame predictor faces real uncertainty about the future. Distractors never turn.
+
+Randomness (class, start positions, distractor kinds, turns) comes from one numpy ``PCG64`` stream per split,
 seeded with ``SeedSequence([seed, split_index])``; rendering is elementwise float32 arithmetic. The
 output is therefore bit-for-bit reproducible from ``seed`` and the held-out split never shares a stream
 with the training split. Classes are balanced (each split holds ``n // num_classes`` or one more clip of
-every class).
+every class). The turns are drawn after all other draws and only when ``turn_probability > 0``, so with
+``turn_probability=0`` the clips are exactly those of a generator without turns.
 
 :func:`write_synthetic` writes ``out/train/`` and ``out/val/``, each a complete dataset in the shard
 format of :mod:`magvit.data.shard_format` (``meta.json`` included), readable with
@@ -53,6 +61,7 @@ from magvit.errors import InputError, MagvitError
 
 __all__ = [
     "DISTRACTOR_SHAPES",
+    "NO_TURN",
     "SHAPES",
     "SPLITS",
     "Scenes",
@@ -60,6 +69,7 @@ __all__ = [
     "SyntheticReport",
     "SyntheticSpec",
     "VideoFolderReport",
+    "class_centres",
     "render",
     "sample_scenes",
     "synthetic_clips",
@@ -132,6 +142,8 @@ class SyntheticSpec:
     size: int = 32
     num_classes: int = 8
     distractors: int = 1
+    #: probability that a clip's class object turns once (see the module docstring)
+    turn_probability: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         if self.frames < 1 or self.size < 8 or self.num_classes < 1 or self.distractors < 0:
@@ -140,6 +152,11 @@ class SyntheticSpec:
                 f"got frames={self.frames}, size={self.size}, num_classes={self.num_classes}, "
                 f"distractors={self.distractors}"
             )
+        if not 0.0 <= self.turn_probability <= 1.0:  # also rejects NaN
+            raise InputError(f"turn_probability must be in [0, 1], got {self.turn_probability}")
+        if self.turn_probability > 0 and self.frames < 2:
+            raise InputError(f"turn_probability > 0 needs frames >= 2 (a turn frame in 1 .. frames-1), "
+                             f"got frames={self.frames}")
 
     @property
     def radius(self) -> float:
@@ -171,24 +188,44 @@ class SyntheticSpec:
         return tuple(f"{self.class_shape(c)}-{round(360 * c / self.num_classes):03d}" for c in range(self.num_classes))
 
 
+#: a ``Scenes.turn_frame`` meaning "never turns" in a clip of any length
+NO_TURN = np.iinfo(np.int64).max
+
+
 @attrs.frozen
 class Scenes:
-    """The random draws of ``N`` clips: labels, class-object start centres ``(x, y)``, distractors."""
+    """The random draws of ``N`` clips: labels, class-object start centres ``(x, y)``, distractors, turns.
+
+    A clip's class object turns after frame ``turn_frame`` by ``turn_angle`` radians; a ``turn_frame`` of
+    ``frames`` or more (:data:`NO_TURN` by default) means it never turns.
+    """
 
     labels: np.ndarray  # int64 [N]
     start: np.ndarray  # float32 [N, 2]
     distractor_kind: np.ndarray  # int64 [N, D]
     distractor_start: np.ndarray  # float32 [N, D, 2]
+    turn_frame: np.ndarray = attrs.field()  # int64 [N]
+    turn_angle: np.ndarray = attrs.field()  # float32 [N]
+
+    @turn_frame.default
+    def _no_turn_frame(self) -> np.ndarray:
+        return np.full(len(self.labels), NO_TURN, dtype=np.int64)
+
+    @turn_angle.default
+    def _no_turn_angle(self) -> np.ndarray:
+        return np.zeros(len(self.labels), dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: slice) -> Scenes:
-        return Scenes(self.labels[index], self.start[index], self.distractor_kind[index], self.distractor_start[index])
+        return Scenes(self.labels[index], self.start[index], self.distractor_kind[index], self.distractor_start[index],
+                      self.turn_frame[index], self.turn_angle[index])
 
 
 def sample_scenes(spec: SyntheticSpec, num_clips: int, rng: np.random.Generator) -> Scenes:
-    """Draw ``num_clips`` scenes: balanced shuffled labels and uniform start positions inside the frame."""
+    """Draw ``num_clips`` scenes: balanced shuffled labels, uniform start positions inside the frame and,
+    if ``spec.turn_probability > 0``, the turns (non-turning clips get ``turn_frame = spec.frames``)."""
     if num_clips < 1:
         raise InputError(f"num_clips must be >= 1, got {num_clips}")
     labels = rng.permutation(np.arange(num_clips, dtype=np.int64) % spec.num_classes)
@@ -196,7 +233,14 @@ def sample_scenes(spec: SyntheticSpec, num_clips: int, rng: np.random.Generator)
     start = rng.uniform(r, spec.size - r, size=(num_clips, 2)).astype(np.float32)
     kinds = rng.integers(0, len(DISTRACTOR_SHAPES), size=(num_clips, spec.distractors), dtype=np.int64)
     dstart = rng.uniform(rd, spec.size - rd, size=(num_clips, spec.distractors, 2)).astype(np.float32)
-    return Scenes(labels, start, kinds, dstart)
+    if spec.turn_probability == 0:  # no draws: the stream, hence the clips, match a world without turns
+        return Scenes(labels, start, kinds, dstart)
+    turns = rng.random(num_clips) < spec.turn_probability
+    frame = rng.integers(1, spec.frames, size=num_clips, dtype=np.int64)  # 1 .. T-1: frame 0 never turns
+    angle = rng.uniform(-math.pi, math.pi, size=num_clips).astype(np.float32)
+    turn_frame = np.where(turns, frame, np.int64(spec.frames))
+    turn_angle = np.where(turns, angle, np.float32(0))
+    return Scenes(labels, start, kinds, dstart, turn_frame, turn_angle)
 
 
 def trajectory(start: np.ndarray, velocity: np.ndarray, radius: float, size: int, frames: int) -> np.ndarray:
@@ -211,6 +255,30 @@ def trajectory(start: np.ndarray, velocity: np.ndarray, radius: float, size: int
     free = start[..., None, :] + velocity[..., None, :] * t - lo
     folded = np.mod(free, 2 * span)
     return lo + np.where(folded <= span, folded, 2 * span - folded)
+
+
+def class_centres(spec: SyntheticSpec, scenes: Scenes) -> np.ndarray:
+    """Centres ``[N, T, 2]`` (float32 pixels) of the scenes' class objects, turns included.
+
+    A turned clip follows its un-turned path up to and including ``turn_frame``; later frames continue
+    from that centre at the class velocity rotated by ``turn_angle`` (the triangle wave of
+    :func:`trajectory` is valid from any in-bounds start).
+    """
+    velocity = np.stack([spec.class_velocity(c) for c in range(spec.num_classes)])[scenes.labels]
+    centres = trajectory(scenes.start, velocity, spec.radius, spec.size, spec.frames)
+    turned = np.flatnonzero(scenes.turn_frame < spec.frames)
+    if turned.size == 0:
+        return centres
+    k = scenes.turn_frame[turned]
+    cos, sin = np.cos(scenes.turn_angle[turned]), np.sin(scenes.turn_angle[turned])
+    vx, vy = velocity[turned, 0], velocity[turned, 1]
+    rotated = np.stack([cos * vx - sin * vy, sin * vx + cos * vy], axis=-1)
+    after = trajectory(centres[turned, k], rotated, spec.radius, spec.size, spec.frames)  # frame k + tau
+    t = np.arange(spec.frames)
+    since = np.clip(t[None, :] - k[:, None], 0, None)  # [M, T]
+    shifted = np.take_along_axis(after, since[..., None], axis=1)
+    centres[turned] = np.where((t[None, :] > k[:, None])[..., None], shifted, centres[turned])
+    return centres
 
 
 def _coverage(shapes: list[str], kinds: np.ndarray, centres: np.ndarray, radius: float, size: int) -> np.ndarray:
@@ -229,13 +297,12 @@ def _coverage(shapes: list[str], kinds: np.ndarray, centres: np.ndarray, radius:
 def render(spec: SyntheticSpec, scenes: Scenes) -> np.ndarray:
     """Render scenes to uint8 clips ``[N, T, H, W, 3]``."""
     out = np.empty((len(scenes), spec.frames, spec.size, spec.size, 3), dtype=np.uint8)
-    velocity = np.stack([spec.class_velocity(c) for c in range(spec.num_classes)])
     colour = np.stack([spec.class_colour(c) for c in range(spec.num_classes)])
     dvelocity = np.stack([spec.distractor_velocity(k) for k in range(len(DISTRACTOR_SHAPES))])
     class_shapes = [spec.class_shape(c) for c in range(spec.num_classes)]
     for begin in range(0, len(scenes), _CHUNK):
         part = scenes.subset(slice(begin, begin + _CHUNK))
-        centres = trajectory(part.start, velocity[part.labels], spec.radius, spec.size, spec.frames)
+        centres = class_centres(spec, part)
         alpha = _coverage(class_shapes, part.labels, centres, spec.radius, spec.size)[..., None]
         tint = colour[part.labels][:, None, None, None, :]
         image = _BACKGROUND + (tint - np.float32(_BACKGROUND)) * alpha
@@ -264,12 +331,15 @@ def synthetic_clips(
     distractors: int = 1,
     seed: int = 0,
     split: str = "train",
+    turn_probability: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generate clips in memory: uint8 ``[N, T, H, W, 3]`` and int64 labels ``[N]``.
 
     The same arguments always give identical arrays; ``write_synthetic`` writes exactly these clips.
+    ``turn_probability`` in [0, 1] is the chance that a clip's class object turns once (module docstring).
     """
-    spec = SyntheticSpec(frames=frames, size=size, num_classes=num_classes, distractors=distractors)
+    spec = SyntheticSpec(frames=frames, size=size, num_classes=num_classes, distractors=distractors,
+                         turn_probability=turn_probability)
     scenes = sample_scenes(spec, num_clips, _rng(seed, split))
     return render(spec, scenes), scenes.labels
 
@@ -304,7 +374,7 @@ class SyntheticReport:
 def _write_split(out: Path, spec: SyntheticSpec, split: str, num_clips: int, seed: int, shard_size: int) -> SplitReport:
     clips, labels = synthetic_clips(
         num_clips, frames=spec.frames, size=spec.size, num_classes=spec.num_classes,
-        distractors=spec.distractors, seed=seed, split=split,
+        distractors=spec.distractors, seed=seed, split=split, turn_probability=spec.turn_probability,
     )
     with ShardSink(out, shard_size=shard_size) as sink:
         for i, (clip, label) in enumerate(zip(clips, labels.tolist(), strict=True)):
@@ -344,17 +414,21 @@ def write_synthetic(
     seed: int = 0,
     shard_size: int = 1000,
     overwrite: bool = False,
+    turn_probability: float = 0.0,
 ) -> SyntheticReport:
     """Write the synthetic dataset: ``out/train/`` (``num_clips``) and ``out/val/`` (``num_val_clips``).
 
     Each split folder holds shards and a ``meta.json``; see the module docstring for what the clips show.
-    The same arguments give byte-identical files.
+    The same arguments give byte-identical files. ``turn_probability`` in [0, 1] is the chance that a
+    clip's class object turns once, so that frame 0 no longer determines the clip; it is recorded in
+    each split's ``meta.json`` settings.
 
     Raises:
         MagvitError: a split folder already holds a dataset and ``overwrite`` is False.
-        InputError: non-positive counts or sizes.
+        InputError: non-positive counts or sizes, or ``turn_probability`` outside [0, 1].
     """
-    spec = SyntheticSpec(frames=frames, size=size, num_classes=num_classes, distractors=distractors)
+    spec = SyntheticSpec(frames=frames, size=size, num_classes=num_classes, distractors=distractors,
+                         turn_probability=turn_probability)
     if num_clips < 1 or num_val_clips < 1:
         raise InputError(f"num_clips and num_val_clips must be >= 1, got {num_clips} and {num_val_clips}")
     root = Path(out)
@@ -394,6 +468,7 @@ def write_synthetic_videos(
     seed: int = 0,
     suffix: str = ".mp4",
     overwrite: bool = False,
+    turn_probability: float = 0.0,
 ) -> VideoFolderReport:
     """Write synthetic clips as video files, ``out/<class name>/<index>.mp4``: the layout of a folder of
     one's own videos that :func:`magvit.data.write_shards` ingests (class = sub-folder name).
@@ -403,7 +478,7 @@ def write_synthetic_videos(
 
     Raises:
         MagvitError: ``out`` already holds files and ``overwrite`` is False.
-        InputError: a non-positive count or an unknown suffix.
+        InputError: a non-positive count, an unknown suffix or ``turn_probability`` outside [0, 1].
     """
     if num_clips < 1:
         raise InputError(f"num_clips must be >= 1, got {num_clips}")
@@ -412,7 +487,8 @@ def write_synthetic_videos(
     root = local_path(out, "output folder", use="writes videos to")
     if root.exists() and not root.is_dir():
         raise MagvitError(f"output {root} exists and is not a folder; choose a folder path")
-    spec = SyntheticSpec(frames=frames, size=size, num_classes=num_classes, distractors=distractors)
+    spec = SyntheticSpec(frames=frames, size=size, num_classes=num_classes, distractors=distractors,
+                         turn_probability=turn_probability)
     names = spec.class_names()
     if root.exists() and any(root.iterdir()):
         if not overwrite:
@@ -422,7 +498,8 @@ def write_synthetic_videos(
             for old in (root / name).glob("[0-9][0-9][0-9][0-9][0-9].*"):
                 old.unlink()
     clips, labels = synthetic_clips(num_clips, frames=frames, size=size, num_classes=num_classes,
-                                    distractors=distractors, seed=seed, split="train")
+                                    distractors=distractors, seed=seed, split="train",
+                                    turn_probability=turn_probability)
     for i, (clip, label) in enumerate(zip(clips, labels.tolist(), strict=True)):
         folder = root / names[label]
         folder.mkdir(parents=True, exist_ok=True)
