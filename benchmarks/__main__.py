@@ -41,6 +41,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("train_tokenizer", "tokenizer training step (G + D)"),
     ("train_transformer", "transformer training step"),
     ("loader", "shard reader"),
+    ("video_shards", "frames vs video store: bytes per clip, reader clips/s per core"),
 )
 
 #: Targets: key -> (comparison, threshold).
@@ -128,6 +129,11 @@ def combine(res: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[st
         out["ar_extrapolated"] = res["autoregressive"]["extrapolated"]
     if "token_cache" in res:
         out["token_cache_speedup"] = res["token_cache"]["token_cache_speedup"]
+    if "video_shards" in res:
+        v = res["video_shards"]
+        out["video_shards"] = {store: {"bytes_per_clip": v[store]["bytes_per_clip"],
+                                       "clips_per_cpu_second": v[store]["clips_per_cpu_second"]}
+                               for store in ("frames", "video")}
     out["peak_rss_gb"] = {k: r["peak_rss_gb"] for k, r in res.items() if "peak_rss_gb" in r and not k.startswith("matmul")}
     return out
 
@@ -198,6 +204,9 @@ def table(summary: dict[str, Any], res: dict[str, dict[str, Any]]) -> str:
             f"{r['train_transformer']['clips_per_second']:.2f} clips/s")
     if "token_cache_speedup" in s:
         add("token cache speed-up", "token_cache_speedup", f"{s['token_cache_speedup']:.2f}x")
+    for store, v in s.get("video_shards", {}).items():
+        add(f"{store} store: bytes per clip", f"video_shards.{store}.bytes_per_clip", f"{v['bytes_per_clip']:.0f} B",
+            f"reader {v['clips_per_cpu_second']:.0f} clips per CPU second (one worker)")
     for name, gb in s.get("peak_rss_gb", {}).items():
         add(f"peak RSS: {name}", f"peak_rss_gb.{name}", f"{gb:.2f} GB")
     widths = [max(len(row[i]) for row in rows + [("measurement", "value", "target", "detail")]) for i in range(3)]

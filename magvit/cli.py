@@ -40,7 +40,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jsonargparse import ActionYesNo, ArgumentError, ArgumentParser, Namespace
 
@@ -131,7 +131,8 @@ def cmd_data_synthetic(out: str, num_clips: int = 2048, num_val_clips: int = 256
 
 
 def cmd_data_shards(src: str, out: str, frames: int = 16, size: int = 64, stride: int = 1,
-                    clips_per_video: int | None = None, shard_size: int = 1000, overwrite: bool = False) -> str:
+                    clips_per_video: int | None = None, shard_size: int = 1000, overwrite: bool = False,
+                    store: Literal["frames", "video"] = "frames", max_segment_frames: int = 300) -> str:
     """Ingest a folder of videos (one sub-folder per class) into webdataset shards.
 
     Args:
@@ -143,11 +144,15 @@ def cmd_data_shards(src: str, out: str, frames: int = 16, size: int = 64, stride
         clips_per_video: clips cut per video (default: all non-overlapping clips).
         shard_size: samples per shard.
         overwrite: replace an existing dataset in OUT.
+        store: frames (uint8 clips cut here) or video (H.264 mp4 of each resized video; the reader cuts a new
+            clip every epoch; SIZE must be even).
+        max_segment_frames: with --store video, longer videos are split into samples of at most this many frames.
     """
     from magvit.data import write_shards
 
     return str(write_shards(src, out, frames=frames, size=size, stride=stride, clips_per_video=clips_per_video,
-                            shard_size=shard_size, overwrite=overwrite, progress=True))
+                            shard_size=shard_size, overwrite=overwrite, progress=True, store=store,
+                            max_segment_frames=max_segment_frames))
 
 
 def cmd_data_inspect(path: str, grid: str | None = None) -> str:

@@ -5,7 +5,8 @@ Conventions (the same throughout magvit): uint8 ``[T, H, W, 3]`` frames at the I
 :mod:`magvit.data.shard_format`.
 
 * :func:`read_video` / :func:`write_video` -- PyAV video files (:mod:`.video_io`)
-* :func:`write_shards` -- a folder of videos -> shards + meta.json (:mod:`.ingest`)
+* :func:`write_shards` -- a folder of videos -> shards + meta.json (:mod:`.ingest`); with ``store="video"`` the
+  shards keep H.264 video segments and the reader cuts a new clip every epoch (:mod:`.video_store`)
 * :func:`write_synthetic` / :func:`synthetic_clips` -- the built-in labelled moving-shapes data (:mod:`.synthetic`);
   :func:`write_synthetic_videos` writes them as a folder of video files
 * :func:`make_loader` / :func:`make_eval_loader` -> :class:`ShardLoader` of :class:`~magvit.batch.ClipBatch`

@@ -18,6 +18,10 @@ or is shorter than one clip, is skipped and listed -- with its reason -- in the 
 states (cut short, but readable up to the cut) gives the clips of the frames that decode, and is named
 in a warning, the report and ``meta.json`` (``truncated``). Files without a video extension are listed as
 ``ignored``. Hidden files and folders (leading ``.``) are not looked at.
+
+``store="video"`` keeps the resized video instead of cutting clips: each video becomes one or more H.264
+segments of at most ``max_segment_frames`` frames (:mod:`magvit.data.video_store`), and the reader cuts a
+clip from each at a new start every epoch. Skipping, truncation and ordering are the same.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
+import numpy as np
 from tqdm import tqdm
 
 from magvit.data.clips import clip_span, clip_starts, cut_clip
@@ -37,15 +43,19 @@ from magvit.data.shard_format import (
     CLIP_EXT,
     INFO_EXT,
     LABEL_EXT,
+    STORES,
+    VIDEO_EXT,
     DatasetMeta,
     ShardInfo,
     ShortVideo,
     SkippedFile,
+    VideoStore,
     sample_key,
     write_meta,
 )
 from magvit.data.shards import ShardSink, prepare_output_dir
 from magvit.data.video_io import READ_EXTENSIONS, VideoReadError, decode_video
+from magvit.data.video_store import encode_segment, segment_bounds
 from magvit.errors import InputError, MagvitError
 
 __all__ = ["UNLABELED", "IngestReport", "VideoSource", "find_videos", "write_shards"]
@@ -87,11 +97,13 @@ class IngestReport:
     skipped: tuple[SkippedFile, ...]
     ignored: tuple[str, ...]
     truncated: tuple[ShortVideo, ...] = ()
+    store: str = "frames"
 
     def __str__(self) -> str:
         used = self.num_videos - len(self.skipped)
+        what = "clips" if self.store == "frames" else "video segments (the reader cuts a new clip of each every epoch)"
         lines = [
-            f"wrote {self.num_clips} clips from {used} of {self.num_videos} videos into {len(self.shards)} "
+            f"wrote {self.num_clips} {what} from {used} of {self.num_videos} videos into {len(self.shards)} "
             f"shards in {self.out}",
             f"{len(self.class_names)} classes"
             + ("" if self.labelled else " (flat folder: every clip has label 0, 'unlabeled')"),
@@ -153,14 +165,48 @@ def find_videos(src: str | os.PathLike[str]) -> SourceListing:
     return SourceListing(listing, tuple(sorted(set(class_of.values()))), True, skipped, ignored)
 
 
-def _check_settings(frames: int, size: int, stride: int, clips_per_video: int | None, shard_size: int) -> None:
-    clip_span(frames, stride)  # validates frames and stride
+def _check_settings(frames: int, size: int, stride: int, clips_per_video: int | None, shard_size: int,
+                    store: str, max_segment_frames: int) -> None:
+    span = clip_span(frames, stride)  # validates frames and stride
     if size < 1:
         raise InputError(f"size must be a positive number of pixels, got {size}")
     if clips_per_video is not None and clips_per_video < 1:
         raise InputError(f"clips_per_video must be >= 1 or None (all non-overlapping clips), got {clips_per_video}")
     if shard_size < 1:
         raise InputError(f"shard_size must be >= 1 clip per shard, got {shard_size}")
+    if store not in STORES:
+        raise InputError(f"store must be one of {', '.join(STORES)}, got {store!r}")
+    if store == "video":
+        if size % 2:
+            raise InputError(f"store='video' writes yuv420p H.264, which needs an even size; got size={size}")
+        if clips_per_video is not None:
+            raise InputError("clips_per_video applies to store='frames'; store='video' keeps whole videos and the "
+                             "reader cuts one clip of each per epoch")
+        if max_segment_frames < span:
+            raise InputError(f"max_segment_frames must be at least one clip ({span} frames: frames={frames}, "
+                             f"stride={stride}), got {max_segment_frames}")
+
+
+def _clip_samples(index: int, rel: str, decoded: np.ndarray, label: int, starts: list[int], frames: int,
+                  stride: int) -> Iterator[dict[str, Any]]:
+    for clip_index, start in enumerate(starts):
+        yield {
+            "__key__": sample_key(index, clip_index),
+            CLIP_EXT: cut_clip(decoded, start, frames=frames, stride=stride),
+            LABEL_EXT: label,
+            INFO_EXT: {"source": rel, "clip": clip_index, "start": start},
+        }
+
+
+def _segment_samples(index: int, rel: str, decoded: np.ndarray, label: int, bounds: list[tuple[int, int]],
+                     store: VideoStore) -> Iterator[dict[str, Any]]:
+    for segment, (start, stop) in enumerate(bounds):
+        yield {
+            "__key__": sample_key(index, segment),
+            VIDEO_EXT: encode_segment(decoded[start:stop], store),
+            LABEL_EXT: label,
+            INFO_EXT: {"source": rel, "segment": segment, "start": start, "frames": stop - start},
+        }
 
 
 def write_shards(
@@ -174,8 +220,11 @@ def write_shards(
     shard_size: int = 1000,
     overwrite: bool = False,
     progress: bool = False,
+    store: str = "frames",
+    max_segment_frames: int = 300,
 ) -> IngestReport:
-    """Decode every video under ``src``, cut clips and write webdataset shards plus ``meta.json`` to ``out``.
+    """Decode every video under ``src``, cut clips (or keep video segments) and write webdataset shards plus
+    ``meta.json`` to ``out``.
 
     Args:
         src: folder of videos, ``src/<class>/**/<video>`` or flat (module docstring).
@@ -187,6 +236,12 @@ def write_shards(
         shard_size: clips per shard (the last shard may hold fewer). At 16x64x64 a clip is 196 KB.
         overwrite: replace a dataset already in ``out``.
         progress: show a tqdm progress bar over videos.
+        store: ``frames`` -- each sample is a uint8 clip, fixed here; ``video`` -- each sample is an H.264 mp4
+            of the resized video (``size`` must be even), and the reader cuts a ``frames``-frame clip of it at a
+            new start every epoch (:mod:`magvit.data.video_store`).
+        max_segment_frames: with ``store="video"``, a longer video is split into several samples of at most
+            this many frames (at least one clip each). At 25 fps, 300 frames are 12 s: most clips of
+            UCF-101, Kinetics or SSv2 stay whole.
 
     Returns:
         :class:`IngestReport` (printable) with counts, classes and every skipped file with its reason.
@@ -195,7 +250,8 @@ def write_shards(
         MagvitError: ``src`` is missing or holds no videos, ``out`` already holds a dataset, or no video
             yielded a clip (the message lists why each was skipped).
     """
-    _check_settings(frames, size, stride, clips_per_video, shard_size)
+    _check_settings(frames, size, stride, clips_per_video, shard_size, store, max_segment_frames)
+    video_store = VideoStore(max_segment_frames=max_segment_frames, stride=stride) if store == "video" else None
     local_path(out, "output folder", use="writes data to")  # before anything is read
     root = Path(src)
     listing = find_videos(root)
@@ -219,21 +275,22 @@ def write_shards(
                 truncated.append(ShortVideo(rel, video_file.header_frames, len(decoded)))
                 warnings.warn(f"data: {truncated[-1]} (truncated file?); ingesting the frames that decode",
                               stacklevel=2)
-            starts = clip_starts(len(decoded), frames=frames, stride=stride, clips_per_video=clips_per_video)
-            if not starts:
+            label = label_of[video.class_name]
+            if video_store is None:
+                starts = clip_starts(len(decoded), frames=frames, stride=stride, clips_per_video=clips_per_video)
+                samples = _clip_samples(index, rel, decoded, label, starts, frames, stride)
+                count = len(starts)
+            else:
+                bounds = segment_bounds(len(decoded), span, max_segment_frames)
+                samples = _segment_samples(index, rel, decoded, label, bounds, video_store)
+                count = len(bounds)
+            if not count:
                 reason = f"too short: {len(decoded)} frames, one clip needs {span} (frames={frames}, stride={stride})"
                 skipped.append(SkippedFile(rel, reason))
                 continue
-            for clip_index, start in enumerate(starts):
-                sink.write(
-                    {
-                        "__key__": sample_key(index, clip_index),
-                        CLIP_EXT: cut_clip(decoded, start, frames=frames, stride=stride),
-                        LABEL_EXT: label_of[video.class_name],
-                        INFO_EXT: {"source": rel, "clip": clip_index, "start": start},
-                    }
-                )
-            counts[video.class_name] += len(starts)
+            for sample in samples:
+                sink.write(sample)
+            counts[video.class_name] += count
     shards = sink.shards
     if not shards:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:10])
@@ -257,6 +314,8 @@ def write_shards(
         truncated=tuple(truncated),
         ignored=listing.ignored,
         created_by="magvit.data.write_shards",
+        store=store,
+        video=video_store,
     )
     write_meta(out_dir, meta)
     return IngestReport(
@@ -270,4 +329,5 @@ def write_shards(
         skipped=meta.skipped,
         ignored=meta.ignored,
         truncated=meta.truncated,
+        store=meta.store,
     )

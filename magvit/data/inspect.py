@@ -40,6 +40,8 @@ class ShardReport:
         read_per_class: clips read back per class name (empty unless verified).
         corrupt: samples that failed to read (empty unless verified).
         created_by: the writer; settings: its arguments.
+        store: ``frames`` (a sample is a clip) or ``video`` (a sample is a stored video, cut into one clip of
+            ``clip_shape`` per read).
     """
 
     path: str
@@ -57,6 +59,7 @@ class ShardReport:
     corrupt: tuple[SkippedSample, ...]
     created_by: str
     settings: dict[str, object]
+    store: str = "frames"
 
     @property
     def consistent(self) -> bool:
@@ -67,7 +70,8 @@ class ShardReport:
         t, h, w, c = self.clip_shape
         lines = [
             f"{self.path}: {self.num_clips} clips of {t} frames {h}x{w}x{c} uint8 in {self.num_shards} shards "
-            f"({self.num_bytes / 1e6:.1f} MB), written by {self.created_by}",
+            f"({self.num_bytes / 1e6:.1f} MB), written by {self.created_by}"
+            + ("" if self.store == "frames" else "; stored as H.264 videos, one clip cut from each per epoch"),
             f"{len(self.class_names)} classes" + ("" if self.labelled else " (unlabelled: every label is 0)"),
         ]
         width = max(len(n) for n in self.class_names)
@@ -120,6 +124,7 @@ def inspect_shards(path: str | os.PathLike[str], *, verify: bool = True, batch_s
         corrupt=corrupt,
         created_by=meta.created_by,
         settings=meta.settings,
+        store=meta.store,
     )
 
 

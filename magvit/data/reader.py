@@ -13,6 +13,14 @@ What a sample holds is the loader's :class:`SampleCodec`: clips here (:func:`mak
 token cache (:func:`magvit.train.token_cache.make_token_loader`); every other stage is shared, so both
 shuffle, split and resume alike.
 
+A dataset of stored videos (``store: video`` in its ``meta.json``; :mod:`magvit.data.video_store`) is
+decoded with PyAV in the stage ``decode``, so inside the DataLoader workers: each sample gives a clip of the
+dataset's ``clip_shape`` whose first frame is drawn from a generator seeded by ``(seed, epoch, sample key)``
+(``clip_start="random"``, training) -- the same clips for the same epoch whatever the ranks and workers,
+other clips in other epochs (a resampled stream that draws a sample twice in one epoch gets the same clip
+twice) -- or the first frames of the video (``clip_start="first"``, evaluation: no seek, and the clip a
+``frames`` dataset would hold at start 0).
+
 Modes:
 
 * **finite** (default, ``resampled=False``): one pass over the shards per ``iter(loader)``. Shards are
@@ -61,6 +69,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
+import av
 import numpy as np
 import torch
 import webdataset as wds
@@ -68,8 +77,9 @@ from torch import Tensor
 
 from magvit.batch import ClipBatch
 from magvit.data.paths import local_path
-from magvit.data.shard_format import CLIP_EXT, LABEL_EXT, list_shard_files, read_meta
+from magvit.data.shard_format import CLIP_EXT, LABEL_EXT, VIDEO_EXT, VideoStore, list_shard_files, read_meta
 from magvit.data.video_io import frames_to_video
+from magvit.data.video_store import CLIP_STARTS, clip_start, read_clip
 from magvit.errors import InputError, MagvitError
 
 __all__ = [
@@ -112,6 +122,12 @@ class SampleCodec:
 
     decode: Callable[[dict[str, Any]], Any]
     collate: Callable[[list[Any]], Rows]
+
+    def decoder(self, epoch: int) -> Callable[[dict[str, Any]], Any]:
+        """The decode function of ``epoch``: ``decode.at_epoch(epoch)`` when what a sample decodes to depends on
+        the epoch (a clip cut from a stored video), else ``decode``."""
+        at_epoch = getattr(self.decode, "at_epoch", None)
+        return self.decode if at_epoch is None else at_epoch(epoch)
 
 
 @attrs.frozen
@@ -237,6 +253,9 @@ def decode_clip(sample: dict[str, Any], expected_shape: tuple[int, ...] | None, 
         if label < 0 or (num_classes is not None and label >= num_classes):
             raise ValueError(f"label {label} outside [0, {num_classes})")
     except KeyError as exc:
+        if exc.args[0] == CLIP_EXT and VIDEO_EXT in sample:
+            raise CorruptSample(shard, key, f"a stored video (.{VIDEO_EXT}), not a clip: read it through its "
+                                "dataset folder, whose meta.json gives the clip to cut") from exc
         raise CorruptSample(shard, key, f"missing member .{exc.args[0]}") from exc
     except (ValueError, TypeError, EOFError) as exc:
         raise CorruptSample(shard, key, f"{type(exc).__name__}: {exc}") from exc
@@ -276,6 +295,41 @@ class _ClipDecoder:
         return decoded
 
 
+@attrs.frozen
+class _VideoClipDecoder:
+    """A clip of ``clip_shape`` cut from a sample's stored video (``.mp4``): at a start drawn from
+    ``(seed, epoch, key)`` (``clip_start="random"``) or at its first frame (``"first"``)."""
+
+    clip_shape: tuple[int, ...]
+    store: VideoStore
+    num_classes: int | None
+    clip_start: str
+    seed: int
+    epoch: int = 0
+
+    def at_epoch(self, epoch: int) -> _VideoClipDecoder:
+        return attrs.evolve(self, epoch=epoch)
+
+    def _start(self, key: str, num_starts: int) -> int:
+        return 0 if self.clip_start == "first" else clip_start(self.seed, self.epoch, key, num_starts)
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        key, shard = str(sample.get("__key__")), str(sample.get("__url__", "?"))
+        try:
+            clip = read_clip(sample[VIDEO_EXT], frames=self.clip_shape[0], stride=self.store.stride,
+                             start_of=lambda num_starts: self._start(key, num_starts))
+            if clip.shape != tuple(self.clip_shape):
+                raise ValueError(f"clip shape {clip.shape} differs from the dataset's {tuple(self.clip_shape)}")
+            label = int(sample[LABEL_EXT])
+            if label < 0 or (self.num_classes is not None and label >= self.num_classes):
+                raise ValueError(f"label {label} outside [0, {self.num_classes})")
+        except KeyError as exc:
+            raise CorruptSample(shard, key, f"missing member .{exc.args[0]}") from exc
+        except (ValueError, TypeError, EOFError, av.FFmpegError) as exc:
+            raise CorruptSample(shard, key, f"{type(exc).__name__}: {exc}") from exc
+        return {"clip": clip, "label": label, "key": key}
+
+
 # -- pipeline stages: module-level so that a pipeline pickles into spawned DataLoader workers ---------
 
 
@@ -310,6 +364,7 @@ class _Source:
     clip_shape: tuple[int, ...] | None
     num_classes: int | None
     num_clips: int | None
+    video: VideoStore | None = None
 
 
 def resolve_shards(source: str | os.PathLike[str] | Sequence[str]) -> _Source:
@@ -330,7 +385,7 @@ def resolve_shards(source: str | os.PathLike[str] | Sequence[str]) -> _Source:
         if missing:
             raise MagvitError(f"{source}: meta.json lists shards that are missing: {', '.join(missing)}")
         urls = tuple(str(f) for f in files if f.name in listed)
-        return _Source(urls, tuple(meta.clip_shape), meta.num_classes, meta.num_clips)
+        return _Source(urls, tuple(meta.clip_shape), meta.num_classes, meta.num_clips, meta.video)
     if isinstance(source, (str, os.PathLike)):
         text = str(source)
         if not any(ch in text for ch in "{:") and not Path(text).exists():
@@ -396,7 +451,7 @@ class ShardLoader:
             initial = min(self.shuffle_buffer, max(1, self.shuffle_buffer // 10))
             stages.append(wds.pipelinefilter(_seeded_shuffle)(self.shuffle_buffer, initial, self.seed, epoch))
         stages += [
-            wds.map(self.codec.decode, handler=recorder),
+            wds.map(self.codec.decoder(epoch), handler=recorder),
             wds.batched(self.batch_size, collation_fn=self.codec.collate, partial=not self.drop_last),
             wds.pipelinefilter(_with_notices)(recorder),
         ]
@@ -446,6 +501,7 @@ def make_loader(
     drop_last: bool = False,
     shuffle_buffer: int = 1000,
     start_epoch: int = 0,
+    clip_start: str = "random",
 ) -> ShardLoader:
     """A loader of :class:`~magvit.batch.ClipBatch` with ``video`` (float ``[B, 3, T, H, W]`` in [0, 1]) and
     ``label`` (long ``[B]``).
@@ -462,13 +518,25 @@ def make_loader(
         drop_last: drop a final partial batch.
         shuffle_buffer: samples held for shuffling (memory: ``shuffle_buffer`` x clip bytes per worker).
         start_epoch: the epoch of the first ``iter()`` (resume).
+        clip_start: for a dataset of stored videos (``store: video``), where a sample's clip starts:
+            ``random`` -- drawn from ``(seed, epoch, sample key)``, new every epoch; ``first`` -- the video's
+            first frames. A ``frames`` dataset's clips are fixed, and this has no effect.
 
     Raises:
-        InputError: bad sizes, or ``resampled`` without ``batches_per_epoch``.
+        InputError: bad sizes, ``resampled`` without ``batches_per_epoch``, or an unknown ``clip_start``.
         MagvitError: the source has no dataset.
     """
     check_loader_options(batch_size, num_workers, shuffle_buffer, resampled, batches_per_epoch)
+    if clip_start not in CLIP_STARTS:
+        raise InputError(f"clip_start must be one of {', '.join(CLIP_STARTS)}, got {clip_start!r}")
     source_info = resolve_shards(source)
+    decode: Callable[[dict[str, Any]], Any]
+    if source_info.video is None:
+        decode = _ClipDecoder(source_info.clip_shape, source_info.num_classes)
+    else:
+        assert source_info.clip_shape is not None  # a video store is a dataset folder, whose meta.json gives it
+        decode = _VideoClipDecoder(source_info.clip_shape, source_info.video, source_info.num_classes, clip_start,
+                                   seed)
     return ShardLoader(
         source=source_info,
         batch_size=batch_size,
@@ -479,7 +547,7 @@ def make_loader(
         batches_per_epoch=batches_per_epoch,
         drop_last=drop_last,
         shuffle_buffer=shuffle_buffer,
-        codec=SampleCodec(_ClipDecoder(source_info.clip_shape, source_info.num_classes), collate_clips),
+        codec=SampleCodec(decode, collate_clips),
         epoch=start_epoch,
     )
 
@@ -500,8 +568,10 @@ def check_loader_options(batch_size: int, num_workers: int, shuffle_buffer: int,
 def make_eval_loader(
     source: str | os.PathLike[str] | Sequence[str], batch_size: int, *, num_workers: int = 0
 ) -> ShardLoader:
-    """A held-out set read deterministically: no shuffling, every sample exactly once, last batch kept.
+    """A held-out set read deterministically: no shuffling, every sample exactly once, last batch kept; from a
+    dataset of stored videos, each video's first frames (``clip_start="first"``).
 
     Under torchrun each rank reads a disjoint subset of shards (together: all of them).
     """
-    return make_loader(source, batch_size, shuffle=False, num_workers=num_workers, drop_last=False)
+    return make_loader(source, batch_size, shuffle=False, num_workers=num_workers, drop_last=False,
+                       clip_start="first")

@@ -10,9 +10,19 @@ A dataset is a folder holding
   - ``<key>.json`` where it came from: ``{"source": relative path or generator, "clip": clip index
     within the source, "start": first frame}``.
 
+  That is the ``frames`` store (the default). In the ``video`` store (``meta.json`` has ``"store": "video"``)
+  a sample is a stored video instead, from which the reader cuts a clip of ``clip_shape`` at a new start
+  every epoch (:mod:`magvit.data.video_store`):
+
+  - ``<key>.mp4``  a segment of a source video, resized at ingestion, H.264 (see :class:`VideoStore`);
+  - ``<key>.cls``  the class index;
+  - ``<key>.json`` ``{"source": relative path, "segment": segment index within the source, "start": its
+    first frame in the source, "frames": its length}``.
+
 * ``meta.json`` -- :class:`DatasetMeta`: class names, clip shape, per-shard and per-class counts, the
   settings that produced it and every skipped input with its reason. It is written last, so a folder
-  without it is an interrupted write, not a dataset.
+  without it is an interrupted write, not a dataset. A ``meta.json`` without ``store`` is a ``frames``
+  dataset; a ``frames`` dataset's ``meta.json`` does not name its store at all.
 
 A shard being written is named ``shard-NNNNNN.tar.partial`` and only renamed when complete.
 """
@@ -40,10 +50,13 @@ __all__ = [
     "META_NAME",
     "SHARD_GLOB",
     "SHARD_PATTERN",
+    "STORES",
+    "VIDEO_EXT",
     "DatasetMeta",
     "ShardInfo",
     "ShortVideo",
     "SkippedFile",
+    "VideoStore",
     "list_shard_files",
     "read_meta",
     "sample_key",
@@ -56,6 +69,9 @@ SHARD_PATTERN = "shard-%06d.tar"
 SHARD_GLOB = "shard-*.tar"
 META_NAME = "meta.json"
 CLIP_EXT, LABEL_EXT, INFO_EXT = "npy", "cls", "json"
+VIDEO_EXT = "mp4"
+#: What a sample holds: a fixed clip (``frames``) or a video segment to cut a clip from (``video``).
+STORES: tuple[str, ...] = ("frames", "video")
 
 
 def sample_key(source_index: int, clip_index: int) -> str:
@@ -108,6 +124,36 @@ def record_from_json(cls: type[Any], text: str, fmt: str, version: int) -> Any:
     fields = {f.name for f in attrs.fields(cls)}
     return cls(**{k: v for k, v in body.items() if k in fields})
 
+def _check_store(instance: Any, attribute: Any, value: str) -> None:
+    if value not in STORES:
+        raise ValueError(f"store must be one of {', '.join(STORES)}, got {value!r}")
+
+
+@attrs.frozen
+class VideoStore:
+    """How the samples of a ``store: video`` dataset hold their videos, and how a clip is cut from one.
+
+    Attributes:
+        max_segment_frames: a source video longer than this is split into several samples (segments) of at most
+            this many frames (:func:`magvit.data.video_store.segment_bounds`).
+        stride: a clip takes every ``stride``-th frame of its segment.
+        codec, pix_fmt, crf, keyframe_interval: the H.264 encoding of the segments (libx264 settings).
+        fps: the nominal frame rate of the segments (a clip is cut by frame index; the rate is not used).
+    """
+
+    max_segment_frames: int
+    stride: int = 1
+    codec: str = "libx264"
+    pix_fmt: str = "yuv420p"
+    crf: int = 18
+    keyframe_interval: int = 32
+    fps: int = 25
+
+
+def _video_store(value: Any) -> VideoStore | None:
+    return value if value is None or isinstance(value, VideoStore) else VideoStore(**value)
+
+
 @attrs.frozen
 class DatasetMeta:
     """The contents of ``meta.json``.
@@ -123,6 +169,9 @@ class DatasetMeta:
         truncated: inputs that decoded fewer frames than their header states (ingested as far as they decode).
         ignored: files under the source that are not videos (by extension), listed for the record.
         created_by: the function that wrote the dataset.
+        store: ``frames`` (each sample is a clip of ``clip_shape``) or ``video`` (each sample is a video segment;
+            the reader cuts a clip of ``clip_shape`` from it, and the shard counts are segments).
+        video: the encoding and cutting settings of a ``video`` store (None for ``frames``).
     """
 
     class_names: tuple[str, ...] = attrs.field(converter=tuple)
@@ -135,6 +184,12 @@ class DatasetMeta:
     truncated: tuple[ShortVideo, ...] = attrs.field(default=(), converter=_tuple_of(ShortVideo))
     ignored: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     created_by: str = ""
+    store: str = attrs.field(default="frames", validator=_check_store)
+    video: VideoStore | None = attrs.field(default=None, converter=_video_store)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.store == "video") != (self.video is not None):
+            raise ValueError(f"a {self.store} store {'needs' if self.store == 'video' else 'takes no'} video settings")
 
     @property
     def num_clips(self) -> int:
@@ -146,6 +201,9 @@ class DatasetMeta:
 
     def to_json(self) -> str:
         body = {"format": FORMAT, "version": FORMAT_VERSION, "num_clips": self.num_clips, **attrs.asdict(self)}
+        if self.store == "frames":
+            # A missing store means frames: a frames dataset's meta.json does not depend on the store fields.
+            del body["store"], body["video"]
         return json.dumps(body, indent=2, sort_keys=False) + "\n"
 
     @classmethod

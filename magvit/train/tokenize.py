@@ -349,6 +349,10 @@ def tokenize_shards(
     if out.exists() and not out.is_dir():
         raise MagvitError(f"token folder {out} is a file, not a folder: choose another --out path")
     src_meta = read_meta(src)
+    if src_meta.store != "frames":
+        raise MagvitError(f"{src} holds stored videos (store: {src_meta.store}), from which the reader cuts a new "
+                          "clip every epoch, while token shards fix one clip per sample: tokenise a dataset written "
+                          "with `magvit data shards --store frames`")
     listed = {s.name for s in src_meta.shards}
     inputs = [f for f in list_shard_files(src) if f.name in listed]
     if len(inputs) != len(listed):
