@@ -34,6 +34,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from magvit import kernels
 from magvit.config import option_names, register_to_config
@@ -180,7 +181,7 @@ def parameter_count(vocab_size: int, positions: int, num_layers: int, hidden_siz
 
 def _check_arguments(codebook_size: Any, num_classes: Any, prompts: Any, num_tokens: Any, num_layers: Any,
                      hidden_size: Any, num_heads: Any, mlp_dim: Any, dropout: Any, attention_dropout: Any,
-                     causal: Any, prefix_condition: Any, init_seed: Any) -> None:
+                     causal: Any, prefix_condition: Any, init_seed: Any, activation_checkpointing: Any) -> None:
     """Types, ranges and the implied parameter count of the constructor arguments, before any allocation."""
     owner = "MaskedTransformer"
     check_int(owner, "codebook_size", codebook_size, 2, MAX_CODEBOOK)
@@ -197,6 +198,7 @@ def _check_arguments(codebook_size: Any, num_classes: Any, prompts: Any, num_tok
     check_bool(owner, "causal", causal)
     check_bool(owner, "prefix_condition", prefix_condition)
     check_int(owner, "init_seed", init_seed, -(2**63))
+    check_bool(owner, "activation_checkpointing", activation_checkpointing)
     if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
         raise InputError(f"{owner}: prompts must be a list of prompt keys (strings), got {prompts!r}")
     vocab_size = codebook_size + num_classes + len(set(prompts)) + 2 + int(causal)
@@ -329,6 +331,12 @@ class MaskedTransformer(nn.Module):
             token to the vocabulary and the condition-segment embedding.
         prefix_condition: add the condition-segment embedding used by the prefix-condition baseline.
         init_seed: seed of the truncated-normal init.
+        activation_checkpointing: in training mode, run each block of a full-sequence pass under
+            non-reentrant ``torch.utils.checkpoint``: its activations are recomputed in the backward pass
+            instead of kept. Values and gradients are unchanged (the recomputation restores the global RNG
+            state, so the dropouts draw the same masks). Never in eval mode (generation: the first
+            ``checkpoint`` call imports ``torch._dynamo``, resident memory a generating process would carry)
+            nor for decoding with a key/value cache, which writes the cache.
 
     ``self.config`` holds all constructor arguments (:func:`magvit.config.register_to_config`), so
     ``MaskedTransformer(**model.config)`` rebuilds it.
@@ -350,14 +358,17 @@ class MaskedTransformer(nn.Module):
         causal: bool = False,
         prefix_condition: bool = False,
         init_seed: int = 0,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         _check_arguments(codebook_size, num_classes, prompts, num_tokens, num_layers, hidden_size, num_heads,
-                         mlp_dim, dropout, attention_dropout, causal, prefix_condition, init_seed)
+                         mlp_dim, dropout, attention_dropout, causal, prefix_condition, init_seed,
+                         activation_checkpointing)
         self.vocab = Vocabulary(codebook_size, num_classes, tuple(prompts), separator=causal)
         size = TransformerSize(num_layers, hidden_size, num_heads, mlp_dim)
         self.num_tokens = num_tokens
         self.causal = causal
+        self.activation_checkpointing = activation_checkpointing
         self.word = nn.Embedding(self.vocab.size, hidden_size)
         # Learned absolute positions over the whole sequence (2 + N in multi-task mode), as in the authors' BERT;
         # a causal model's sequence adds BOS and SEP.
@@ -517,7 +528,14 @@ class MaskedTransformer(nn.Module):
     def _run(self, x: Tensor, causal: bool, cache: KVCache | None = None) -> Tensor:
         x = self.embed_drop(self.embed_norm(x))
         for i, block in enumerate(self.blocks):
-            x = block(x, causal, None if cache is None else (cache, i))
+            if cache is not None:  # a cached step writes the cache: never recomputed
+                x = block(x, causal, (cache, i))
+            elif self.activation_checkpointing and self.training:
+                # Non-reentrant: the recomputation restores the global RNG state the dropouts draw from
+                # (magvit.kernels.dropout), so it replays the same masks.
+                x = checkpoint(block, x, causal, use_reentrant=False)
+            else:
+                x = block(x, causal)
         return self.head(x, self.word.weight, self.codebook_size)
 
     # -- key/value cache (causal mode) -----------------------------------------------------------------

@@ -149,7 +149,8 @@ def test_specs_of_the_builtin_parts():
     assert part_spec(tok) == {"name": "vq3d", "config": {
         "filters": 16, "channel_multipliers": [1, 2, 4], "temporal_downsample": [True, True], "num_res_blocks": 1,
         "codebook_size": 256, "embedding_dim": 8, "norm_groups": 8, "padding": "reflect", "quantizer": "vq",
-        "commitment_cost": 0.25, "entropy_weight": 0.1, "entropy_temperature": 0.01, "seed": 0}}
+        "commitment_cost": 0.25, "entropy_weight": 0.1, "entropy_temperature": 0.01, "seed": 0,
+        "activation_checkpointing": False}}
 
 
 def test_vq2d_records_no_temporal_downsample():
@@ -162,7 +163,7 @@ def test_transformer_config_keeps_its_keys_and_loads_a_saved_one():
                               num_heads=2, mlp_dim=32)
     assert list(model.config) == ["codebook_size", "num_classes", "prompts", "num_tokens", "num_layers",
                                   "hidden_size", "num_heads", "mlp_dim", "dropout", "attention_dropout", "causal",
-                                  "prefix_condition", "init_seed"]
+                                  "prefix_condition", "init_seed", "activation_checkpointing"]
     assert model.config["prompts"] == ["fp", "cg"] and model.config["dropout"] == 0.1
     saved = json.loads(json.dumps(model.config))
     again = MaskedTransformer.from_config(saved)

@@ -16,6 +16,10 @@ Decoder (``enc_dec_3dcnn.Decoder``, ``upsample='nearest+conv'``) mirrors it::
     conv3 (bias) to filters*mults[-1] -> num_res_blocks x ResBlock -> per level i from the last:
     num_res_blocks x ResBlock(filters*mults[i]), then (i > 0) nearest-upsample x2 in H, W and in T iff
     temporal_downsample[i-1] -> conv3 (bias) -> GN -> swish -> conv3 (bias) to 3 channels
+
+``activation_checkpointing``: in training mode each encoder and decoder level runs under non-reentrant
+``torch.utils.checkpoint`` (its activations recomputed in the backward pass, values and gradients unchanged);
+never in eval mode nor on the lean inference route (:mod:`magvit.kernels.conv`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from magvit.kernels import LeanRoute
 from magvit.kernels.conv import SLAB_FRAMES, conv_in_slabs, norm_swish_padded, upsample_nearest_into
@@ -61,8 +66,11 @@ class EncoderLevel(nn.Module):
         return x if self.pool is None else avg_pool_same(x, self.pool)
 
 
-class Encoder(nn.Module):
-    """Video (or frame) -> continuous latents ``[N, embedding_dim, *grid]`` (``enc_dec_3dcnn.Encoder``)."""
+class Encoder(LeanRoute, nn.Module):
+    """Video (or frame) -> continuous latents ``[N, embedding_dim, *grid]`` (``enc_dec_3dcnn.Encoder``).
+
+    A :class:`~magvit.kernels.LeanRoute` only so that its levels are never checkpointed on the lean route.
+    """
 
     def __init__(
         self,
@@ -75,9 +83,11 @@ class Encoder(nn.Module):
         embedding_dim: int,
         norm_groups: int,
         padding: str,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         kw = dict(spatial_dims=spatial_dims, norm_groups=norm_groups, padding=padding)
+        self.activation_checkpointing = activation_checkpointing
         self.conv_in = Conv(3, filters, 3, spatial_dims=spatial_dims, bias=False, padding=padding)
         levels = []
         width = filters
@@ -94,8 +104,9 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv_in(x)
+        recompute = self.activation_checkpointing and self.training and not self.lean
         for level in self.levels:
-            x = level(x)
+            x = checkpoint(level, x, use_reentrant=False) if recompute else level(x)
         for block in self.mid:
             x = block(x)
         return self.conv_out(F.silu(self.norm_out(x)))
@@ -153,9 +164,11 @@ class Decoder(LeanRoute, nn.Module):
         embedding_dim: int,
         norm_groups: int,
         padding: str,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         kw = dict(spatial_dims=spatial_dims, norm_groups=norm_groups, padding=padding)
+        self.activation_checkpointing = activation_checkpointing
         width = filters * channel_multipliers[-1]
         self.conv_in = Conv(embedding_dim, width, 3, spatial_dims=spatial_dims, bias=True, padding=padding)
         self.mid = _blocks(width, width, num_res_blocks, **kw)
@@ -179,11 +192,15 @@ class Decoder(LeanRoute, nn.Module):
         x = self.conv_in(z)
         for block in self.mid:
             x = block(x)
+        recompute = self.activation_checkpointing and self.training and not self.lean
         for i in reversed(range(len(self.levels))):
+            level = self.levels[str(i)]
+            if recompute:  # the checkpoint keeps the level's input for the recomputation anyway
+                x = checkpoint(level, x, use_reentrant=False)
+                continue
             # The level's blocks one by one from here rather than ``level(x)``: inside that call this
             # frame's ``x`` would keep the level's input (128 MB at B's full resolution) alive through all
             # of its blocks. Hooks on blocks and convs fire as usual; the DecoderLevel is not called.
-            level = self.levels[str(i)]
             for block in level.blocks:
                 x = block(x)
             x = level.resample(x)

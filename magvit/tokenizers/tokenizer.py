@@ -22,7 +22,7 @@ from magvit.config import register_to_config
 from magvit.errors import InputError
 from magvit.kernels import current as current_kernels
 from magvit.kernels import lean_route
-from magvit.limits import check_int, check_number, check_parameter_count
+from magvit.limits import check_bool, check_int, check_number, check_parameter_count
 from magvit.tokenizers.autoencoder import Decoder, Encoder
 from magvit.tokenizers.layers import check_padding, init_autoencoder_
 from magvit.tokenizers.quantizer import QuantizerOutput, build_quantizer
@@ -116,6 +116,9 @@ class VQTokenizer(nn.Module):
         quantizer: ``"vq"`` (paper) or ``"lfq"`` (MAGVIT-v2; needs ``codebook_size = 2^embedding_dim``).
         commitment_cost, entropy_weight, entropy_temperature: quantizer loss settings (0.25, 0.1, 0.01 as released).
         seed: seed of the weight initialisation.
+        activation_checkpointing: in training mode, run each encoder and decoder level under non-reentrant
+            ``torch.utils.checkpoint`` (:mod:`magvit.tokenizers.autoencoder`): less activation memory, one
+            more forward pass of each level in the backward pass, the same values and gradients.
 
     The defaults are the B preset at 128 px with the paper's reflect padding. ``config`` holds the arguments
     of the construction (:func:`magvit.config.register_to_config`).
@@ -145,6 +148,7 @@ class VQTokenizer(nn.Module):
         entropy_weight: float = 0.1,
         entropy_temperature: float = 0.01,
         seed: int = 0,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         _check_arguments(type(self).__name__, self.spatial_dims, filters, channel_multipliers, temporal_downsample,
@@ -153,6 +157,7 @@ class VQTokenizer(nn.Module):
                             ("entropy_temperature", entropy_temperature)):
             check_number(type(self).__name__, name, value, 0.0)
         check_int(type(self).__name__, "seed", seed, -(2**63))
+        check_bool(type(self).__name__, "activation_checkpointing", activation_checkpointing)
         mults = tuple(int(m) for m in channel_multipliers)
         temporal = tuple(bool(t) for t in temporal_downsample)
         if len(temporal) != len(mults) - 1:
@@ -171,7 +176,7 @@ class VQTokenizer(nn.Module):
             norm_groups=norm_groups,
             padding=padding,
         )
-        self.encoder = Encoder(**arch)
+        self.encoder = Encoder(**arch, activation_checkpointing=activation_checkpointing)
         self.quantizer = build_quantizer(
             quantizer,
             codebook_size,
@@ -180,7 +185,7 @@ class VQTokenizer(nn.Module):
             entropy_weight=entropy_weight,
             entropy_temperature=entropy_temperature,
         )
-        self.decoder = Decoder(**arch)
+        self.decoder = Decoder(**arch, activation_checkpointing=activation_checkpointing)
         self.codebook_size = codebook_size
         spatial = 2 ** (len(mults) - 1)
         time = 2 ** sum(temporal) if self.spatial_dims == 3 else 1

@@ -40,6 +40,7 @@ class VQ2D(VQTokenizer):
         entropy_weight: float = 0.1,
         entropy_temperature: float = 0.01,
         seed: int = 0,
+        activation_checkpointing: bool = False,
     ) -> None:
         # The 3D-VQ's arguments without temporal_downsample: a per-frame network never pools in time.
         mults = self.config["channel_multipliers"]

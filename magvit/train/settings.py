@@ -83,6 +83,23 @@ def in_unit_interval(owner: type, name: str, value: Any) -> None:
         raise SettingError(owner, name, "must be in [0, 1)", value)
 
 
+def with_activation_checkpointing(owner: type, options_name: str, options: dict[str, Any] | None,
+                                  activation_checkpointing: Any) -> dict[str, Any]:
+    """A stage's model ``options`` (``transformer_options``, ``tokenizer_options``) with its
+    ``activation_checkpointing`` flag applied: True turns the model's option on, False leaves the options as
+    they are; True with the option set to false in ``options`` is a contradiction and refused."""
+    if not isinstance(activation_checkpointing, bool):
+        raise SettingError(owner, "activation_checkpointing", "must be true or false", activation_checkpointing)
+    merged = dict(options or {})
+    if activation_checkpointing:
+        if merged.get("activation_checkpointing", True) is not True:
+            raise SettingError(owner, "activation_checkpointing",
+                               f"contradicts {options_name}.activation_checkpointing "
+                               f"({merged['activation_checkpointing']!r}); set one of them", True)
+        merged["activation_checkpointing"] = True
+    return merged
+
+
 # -- the records -----------------------------------------------------------------------------------------
 
 

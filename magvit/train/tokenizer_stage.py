@@ -23,7 +23,7 @@ from magvit.tokenizers.frame_sampling import sample_frames
 from magvit.tokenizers.objective import VQGANObjective
 from magvit.train.init_from import InitFrom, InitRecord, inflate_from_checkpoint
 from magvit.train.optim import OptimConfig
-from magvit.train.settings import in_unit_interval
+from magvit.train.settings import in_unit_interval, with_activation_checkpointing
 from magvit.train.stage import PhaseSpec, Stage, StepContext, check_clip_shape
 
 #: The authors' optax.adamw(lr 1e-4, b1 0, b2 0.99), weight decay unset, no gradient clipping
@@ -57,6 +57,10 @@ class TokenizerStage(Stage):
         discriminator_start_step: first step with GAN terms (0 in the released configs).
         optim: optimiser settings for both networks.
         ema_decay: decay of the generator EMA (0.999).
+        activation_checkpointing: recompute each encoder and decoder level's activations in the backward
+            pass instead of keeping them (less memory, about one more generator forward pass per step, the
+            same losses and gradients); sets ``tokenizer_options.activation_checkpointing``
+            (:class:`~magvit.tokenizers.tokenizer.VQTokenizer`), which is recorded in the checkpoint's config.
     """
 
     name = "tokenizer"
@@ -80,8 +84,11 @@ class TokenizerStage(Stage):
         ema_decay: float = 0.999,
         frames_per_clip: int | None = None,
         init_from: InitFrom | None = None,
+        activation_checkpointing: bool = False,
     ) -> None:
         in_unit_interval(TokenizerStage, "ema_decay", ema_decay)
+        tokenizer_options = with_activation_checkpointing(TokenizerStage, "tokenizer_options", tokenizer_options,
+                                                          activation_checkpointing)
         self.tokenizer_name = tokenizer
         self.frames, self.resolution = frames, resolution
         self.tokenizer = registry.get_tokenizer(tokenizer, preset=preset, resolution=resolution, **(tokenizer_options or {}))

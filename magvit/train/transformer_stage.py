@@ -36,7 +36,7 @@ from magvit.samplers.base import transformer_options as method_options
 from magvit.tasks import build_tasks, transformer_prompts
 from magvit.train.data import make_token_data
 from magvit.train.optim import OptimConfig
-from magvit.train.settings import in_unit_interval
+from magvit.train.settings import in_unit_interval, with_activation_checkpointing
 from magvit.train.stage import PhaseSpec, Stage, StepContext, check_clip_shape, check_num_classes
 from magvit.train.token_cache import TokenMeta, read_token_meta
 from magvit.transformer import MaskedTransformer
@@ -96,6 +96,10 @@ class TransformerStage(Stage):
         optim: optimiser settings.
         ema_decay: keep an EMA of the transformer (None: off, as in the authors' code).
         transformer_options: overrides of the preset (e.g. ``{"dropout": 0.0}``).
+        activation_checkpointing: recompute each transformer block's activations in the backward pass
+            instead of keeping them (less memory, about one more forward pass per step, the same loss and
+            gradients); sets ``transformer_options.activation_checkpointing``
+            (:class:`~magvit.transformer.MaskedTransformer`), which is recorded in the checkpoint's config.
         seed: seeds the task cycle and the weight initialisation.
         token_shards: a token-shard folder (``magvit data tokenize``); when set, ``magvit fit`` trains from
             it and ``data.train`` is not read (``data``'s batch size, workers and shuffling still apply).
@@ -120,9 +124,12 @@ class TransformerStage(Stage):
         transformer_options: dict[str, Any] | None = None,
         seed: int = 0,
         token_shards: str | None = None,
+        activation_checkpointing: bool = False,
     ) -> None:
         if ema_decay is not None:
             in_unit_interval(TransformerStage, "ema_decay", ema_decay)
+        transformer_options = with_activation_checkpointing(TransformerStage, "transformer_options",
+                                                            transformer_options, activation_checkpointing)
         self.tokenizer, self.tokenizer_spec = load_tokenizer(tokenizer_checkpoint)
         self.tokenizer_hash = file_sha256(tokenizer_checkpoint)
         self.tasks = build_tasks(tasks, prompt_sharing=prompt_sharing, options=task_options)
