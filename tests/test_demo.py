@@ -50,7 +50,12 @@ def test_the_shipped_pipeline_is_what_the_tiny_configs_train():
     tok_args = yaml.safe_load((config_dir() / "tiny/tokenizer.yaml").read_text())["model"]["init_args"]
     built = registry.get_tokenizer(tok_args["tokenizer"], preset=tok_args["preset"], resolution=tok_args["resolution"],
                                    **tok_args.get("tokenizer_options", {}))
-    assert cfg["tokenizer"] == {"name": tok_args["tokenizer"], "config": dict(built.config)}
+    # Options added after the shipped model was saved are absent from its config: they must be at their
+    # default, which computes the same (activation_checkpointing only changes what the backward pass stores).
+    added = {"activation_checkpointing": False}
+    rebuilt = {k: v for k, v in built.config.items() if not (k in added and k not in cfg["tokenizer"]["config"])}
+    assert all(built.config[k] == v for k, v in added.items())
+    assert cfg["tokenizer"] == {"name": tok_args["tokenizer"], "config": rebuilt}
     tr_args = yaml.safe_load((config_dir() / "tiny/transformer.yaml").read_text())["model"]["init_args"]
     assert {k: cfg["transformer"][k] for k in tr_args["transformer_options"]} == tr_args["transformer_options"]
     assert [t["name"] for t in cfg["tasks"]] == tr_args["tasks"] == TEN_TASKS
