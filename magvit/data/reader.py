@@ -66,7 +66,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import av
@@ -107,6 +107,16 @@ class Rows(Protocol):
     def to_batch(self) -> ClipBatch: ...
 
 
+@runtime_checkable
+class EpochDecoder(Protocol):
+    """A decode function whose items depend on the epoch (a clip cut from a stored video at a start drawn per
+    epoch): ``at_epoch(epoch)`` gives that epoch's decode function."""
+
+    def __call__(self, sample: dict[str, Any]) -> Any: ...
+
+    def at_epoch(self, epoch: int) -> Callable[[dict[str, Any]], Any]: ...
+
+
 @attrs.frozen
 class SampleCodec:
     """What a loader reads from each shard sample.
@@ -124,10 +134,9 @@ class SampleCodec:
     collate: Callable[[list[Any]], Rows]
 
     def decoder(self, epoch: int) -> Callable[[dict[str, Any]], Any]:
-        """The decode function of ``epoch``: ``decode.at_epoch(epoch)`` when what a sample decodes to depends on
-        the epoch (a clip cut from a stored video), else ``decode``."""
-        at_epoch = getattr(self.decode, "at_epoch", None)
-        return self.decode if at_epoch is None else at_epoch(epoch)
+        """The decode function of ``epoch``: ``decode.at_epoch(epoch)`` for an :class:`EpochDecoder`, else
+        ``decode``."""
+        return self.decode.at_epoch(epoch) if isinstance(self.decode, EpochDecoder) else self.decode
 
 
 @attrs.frozen
