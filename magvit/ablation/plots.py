@@ -66,7 +66,9 @@ def plot_study(study: Study, results: Mapping[str, Any], folder: Path) -> list[P
     ax.grid(axis="y", alpha=0.3)
     paths.append(_save(figure, canvas_class, folder / "primary.png"))
 
-    tasks = [t for t in next(iter(next(iter(arms.values())).values()))["scores"] if t != "average"]
+    scored = next(iter(next(iter(arms.values())).values()))["scores"]
+    order = list(results.get("evaluation", {}).get("tasks") or [])
+    tasks = sorted((t for t in scored if t != "average"), key=lambda t: order.index(t) if t in order else len(order))
     if not study.tokenizer_only and len(tasks) > 1:
         figure = figure_class(figsize=(2 + 0.9 * len(tasks), 3.6))
         ax = figure.add_subplot()

@@ -73,7 +73,9 @@ def render_report(study: Study, results: Mapping[str, Any], plots: Sequence[str]
     first = next((seed["scores"] for seeds in arms.values() for seed in seeds.values()), None)
     if first is None:
         return "\n".join(lines + ["No arm has finished a seed yet.", ""])
-    tasks = list(first)
+    # the study's task order, then the average (a score record read back from a done.json has sorted keys)
+    order = [*(results.get("evaluation", {}).get("tasks") or []), "average", "reconstruction"]
+    tasks = sorted(first, key=lambda t: order.index(t) if t in order else len(order))
     summary = study.summary_task
     # the scores the summary has (the task average holds fewer than a task: magvit.metrics.evaluation.AVERAGED)
     metrics = list(dict.fromkeys(m for m in (*SCORE_FIELDS, "psnr", "ssim", "fvd") if m in first.get(summary, {})))

@@ -67,6 +67,8 @@ SMOKE_EVAL = {"num_clips": 2, "fvd": False, "repeats": 1, "batch_size": 2, "step
 #: settings that change how a run is watched or where it writes, not what it computes (left out of its hash)
 _UNHASHED = ("resume", "resume_override", "device")
 _UNHASHED_TRAINER = ("out_dir", "progress", "tensorboard", "log_every", "ckpt_every", "sample_every")
+#: model settings that trade memory for time and leave every value and gradient unchanged
+_UNHASHED_MODEL = ("activation_checkpointing",)
 _OUT = "OUT/"
 
 
@@ -100,6 +102,9 @@ def _hashed_part(config: dict[str, Any]) -> dict[str, Any]:
     """What a training run computes: its config without where it writes and how it is watched."""
     kept = {k: v for k, v in config.items() if k not in _UNHASHED}
     kept["trainer"] = {k: v for k, v in config.get("trainer", {}).items() if k not in _UNHASHED_TRAINER}
+    model = config.get("model", {})
+    if "init_args" in model:
+        kept["model"] = {**model, "init_args": {k: v for k, v in model["init_args"].items() if k not in _UNHASHED_MODEL}}
     return kept
 
 

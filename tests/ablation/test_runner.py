@@ -187,3 +187,16 @@ def test_an_override_the_parser_does_not_know_is_refused_before_anything_trains(
     assert main(["ablate", str(path), "--out", str(tmp_path / "out"), "--smoke"]) == 2
     one_line_error(capsys, "nope")
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_settings_that_leave_the_results_unchanged_are_not_part_of_a_runs_key():
+    def key(config):
+        return runner._hash(runner._hashed_part(config))
+
+    run = {"model": {"class_path": "S", "init_args": {"preset": "tiny"}}, "trainer": {"seed": 0}, "data": {}}
+    watched = {"model": {"class_path": "S", "init_args": {"preset": "tiny", "activation_checkpointing": True}},
+               "trainer": {"seed": 0, "log_every": 5, "ckpt_every": 7, "out_dir": "x", "progress": True},
+               "data": {}, "resume": True, "device": "cpu"}
+    assert key(watched) == key(run)
+    assert key({**run, "trainer": {"seed": 1}}) != key(run)
+    assert key({**run, "model": {"class_path": "S", "init_args": {"preset": "B"}}}) != key(run)
