@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from magvit.ablation.report import task_order
 from magvit.ablation.study import Study
 from magvit.data.atomic import atomic_path
 
@@ -67,8 +68,7 @@ def plot_study(study: Study, results: Mapping[str, Any], folder: Path) -> list[P
     paths.append(_save(figure, canvas_class, folder / "primary.png"))
 
     scored = next(iter(next(iter(arms.values())).values()))["scores"]
-    order = list(results.get("evaluation", {}).get("tasks") or [])
-    tasks = sorted((t for t in scored if t != "average"), key=lambda t: order.index(t) if t in order else len(order))
+    tasks = [t for t in task_order(results, scored) if t != "average"]
     if not study.tokenizer_only and len(tasks) > 1:
         figure = figure_class(figsize=(2 + 0.9 * len(tasks), 3.6))
         ax = figure.add_subplot()

@@ -10,7 +10,14 @@ from magvit.ablation.stats import mean_std
 from magvit.ablation.study import Study
 from magvit.metrics.evaluation import SCORE_FIELDS
 
-__all__ = ["render_report"]
+__all__ = ["render_report", "task_order"]
+
+
+def task_order(results: Mapping[str, Any], scores: Mapping[str, Any]) -> list[str]:
+    """The scored tasks in the study's evaluation order, then the average (a score record read back from a
+    ``done.json`` has its keys sorted)."""
+    order = [*(results.get("evaluation", {}).get("tasks") or []), "average", "reconstruction"]
+    return sorted(scores, key=lambda t: order.index(t) if t in order else len(order))
 
 
 def _cell(values: Sequence[float | None]) -> str:
@@ -73,9 +80,7 @@ def render_report(study: Study, results: Mapping[str, Any], plots: Sequence[str]
     first = next((seed["scores"] for seeds in arms.values() for seed in seeds.values()), None)
     if first is None:
         return "\n".join(lines + ["No arm has finished a seed yet.", ""])
-    # the study's task order, then the average (a score record read back from a done.json has sorted keys)
-    order = [*(results.get("evaluation", {}).get("tasks") or []), "average", "reconstruction"]
-    tasks = sorted(first, key=lambda t: order.index(t) if t in order else len(order))
+    tasks = task_order(results, first)
     summary = study.summary_task
     # the scores the summary has (the task average holds fewer than a task: magvit.metrics.evaluation.AVERAGED)
     metrics = list(dict.fromkeys(m for m in (*SCORE_FIELDS, "psnr", "ssim", "fvd") if m in first.get(summary, {})))

@@ -44,7 +44,7 @@ import torch
 from magvit.ablation.plots import plot_study
 from magvit.ablation.report import render_report
 from magvit.ablation.stats import paired_difference
-from magvit.ablation.study import CHECKPOINT_OF, STAGES, Study, arm_references, load_study
+from magvit.ablation.study import CHECKPOINT_OF, Study, arm_references, load_study
 from magvit.data import make_eval_loader, write_synthetic
 from magvit.data.atomic import write_text_atomic
 from magvit.errors import InputError
@@ -209,31 +209,10 @@ def _plan_stage(study: Study, stage: str, arm: str, seed: int, common: dict[str,
     """The run of ``stage`` for ``arm`` and ``seed``; ``done`` holds the planned arms of this seed."""
     refs = {name: getattr(runs, stage) for name, runs in done.items()}
     overrides = {**study.shared[stage], **study.arms[arm][stage]}
-    needs = tuple(refs[name] for name in _references(overrides))
+    needs = tuple(refs[name] for value in overrides.values() for name in arm_references(value))
     overrides = {k: _resolve(v, refs) for k, v in overrides.items()}
     seeded = _seed_overrides(stage, seed) if stage in study.seed_stages else {}
     return _plan_run(stage, study.base[stage], {**overrides, **common, **seeded, **extra}, out, needs)
-
-
-def _references(overrides: Mapping[str, Any]) -> list[str]:
-    return [arm for value in overrides.values() for arm in arm_references(value)]
-
-
-def _arm_order(study: Study) -> list[str]:
-    """The arms with every arm after those whose checkpoints it names (the study file's order otherwise)."""
-    order: list[str] = []
-
-    def visit(arm: str) -> None:
-        if arm in order:
-            return
-        for stage in STAGES:
-            for ref in _references(study.arms[arm][stage]):
-                visit(ref)
-        order.append(arm)
-
-    for arm in study.arms:
-        visit(arm)
-    return order
 
 
 def _plan_tokens(tokenizer: TrainRun, transformer: TrainRun, src: Path, out: Path) -> TokenRun:
@@ -251,7 +230,7 @@ def plan_study(study: Study, out: Path, data: Path, smoke: bool) -> dict[tuple[s
     plan: dict[tuple[str, int], ArmRuns] = {}
     for seed in study.seeds:
         done: dict[str, ArmRuns] = {}
-        for arm in _arm_order(study):
+        for arm in study.arm_order:
             tokenizer = _plan_stage(study, "tokenizer", arm, seed, common, done, {}, out)
             if study.tokenizer_only:
                 done[arm] = ArmRuns(tokenizer)

@@ -124,6 +124,8 @@ class Study:
     comparisons: list[Comparison]
     paper: PaperNumbers
     path: str
+    #: the arms, each after those whose checkpoints it names (``checkpoint_of``)
+    arm_order: tuple[str, ...] = ()
 
     @property
     def tokenizer_only(self) -> bool:
@@ -184,18 +186,20 @@ def _stage_overrides(value: Any, where: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _check_references(arms: dict[str, dict[str, dict[str, Any]]], where: str) -> None:
-    """Every ``checkpoint_of`` names another arm, and no arm depends on itself through others."""
-    needs = {arm: {ref for stage in STAGES for ref in arm_references(o[stage])} for arm, o in arms.items()}
+def _arm_order(arms: dict[str, dict[str, dict[str, Any]]], where: str) -> tuple[str, ...]:
+    """The arms with each after those whose checkpoints it names (the file's order otherwise), after checking
+    that every ``checkpoint_of`` names another arm and no arm depends on itself through others."""
+    needs = {arm: list(dict.fromkeys(ref for stage in STAGES for ref in arm_references(o[stage])))
+             for arm, o in arms.items()}
     for arm, refs in needs.items():
         for ref in refs:
             if ref not in arms:
                 raise InputError(f"{where}: arms.{arm} names checkpoint_of {ref!r}; the arms are {list(arms)}")
     visiting: set[str] = set()
-    done: set[str] = set()
+    order: list[str] = []
 
     def visit(arm: str) -> None:
-        if arm in done:
+        if arm in order:
             return
         if arm in visiting:
             raise InputError(f"{where}: arms.{arm} depends on its own checkpoint through checkpoint_of")
@@ -203,10 +207,11 @@ def _check_references(arms: dict[str, dict[str, dict[str, Any]]], where: str) ->
         for ref in needs[arm]:
             visit(ref)
         visiting.discard(arm)
-        done.add(arm)
+        order.append(arm)
 
     for arm in arms:
         visit(arm)
+    return tuple(order)
 
 
 def _check_paper_values(values: Any, where: str) -> None:
@@ -245,7 +250,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     if not isinstance(arms_raw, Mapping) or not arms_raw:
         raise InputError(f"{where}: arms must map each arm's name to its overrides")
     arms = {str(name): _stage_overrides(value, f"{where}: arms.{name}") for name, value in arms_raw.items()}
-    _check_references(arms, where)
+    arm_order = _arm_order(arms, where)
     seeds = _require(raw, "seeds", where)
     # bool is an int in Python, but `seeds: [true]` is a typo, not seed 1
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
@@ -278,4 +283,4 @@ def load_study(path: str | os.PathLike[str]) -> Study:
                  seed_stages=tuple(s for s in STAGES if s in seed_stages),
                  data=_record(DataSpec, raw.get("data"), f"{where}: data"),
                  evaluation=_record(EvalSpec, raw.get("evaluation"), f"{where}: evaluation"),
-                 comparisons=comparisons, paper=paper, path=where)
+                 comparisons=comparisons, paper=paper, path=where, arm_order=arm_order)
