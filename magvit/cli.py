@@ -48,7 +48,7 @@ from magvit import __version__, registry
 from magvit.configs import config_dir, resolve_config, shipped_configs
 from magvit.errors import MagvitError
 from magvit.train.fit_config import FitConfig, fit_parser, instantiate_fit, setting_key
-from magvit.train.settings import SettingError
+from magvit.train.settings import PRECISIONS, SettingError
 
 
 def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
@@ -243,7 +243,7 @@ def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None,
                  label: int | None = None, steps: int = 12, sampler: str | None = None,
                  choice_temperature: float | None = None, temperature: float | None = None,
                  schedule: str | None = None, guidance: float = 0.0, guidance_task: str | None = None, seed: int = 0,
-                 grid: bool = True) -> str:
+                 grid: bool = True, precision: str = "32", compile: bool = False) -> str:
     """Generate a video for one task from a transformer checkpoint.
 
     Args:
@@ -262,6 +262,9 @@ def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None,
         guidance_task: task whose prompt the unconditional pass of guidance uses (default: the task's own).
         seed: decoding seed.
         grid: write condition | generation | input side by side (otherwise the generation only).
+        precision: 32, bf16-mixed or 16-mixed: the transformer's decoding passes run under autocast in that dtype
+            (the tokenizer runs in float32).
+        compile: run the transformer through torch.compile (pays a compilation first; pays off over many steps).
     """
     import torch
 
@@ -271,8 +274,11 @@ def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None,
 
     _check_counts(steps=steps)
     _check_counts(low=0, sample=sample)
+    _check_precision(precision)
     _check_output(out)
     pipe = MagvitPipeline.from_checkpoint(checkpoint)
+    if compile:
+        pipe.compile()
     release_before_decoding(pipe.tokenizer)  # the decoder's activations are a generation's peak
     t = pipe.task(task)
     if label is not None and not t.uses_class:
@@ -287,7 +293,7 @@ def cmd_generate(checkpoint: str, task: str, out: str, input: str | None = None,
     if t.uses_class and label is None:
         raise MagvitError(f"task {task!r} is class-conditional: pass --label <class index>")
     gen = pipe.generate(t, video, label, steps=steps, generator=torch.Generator().manual_seed(seed), sampler=sampler,
-                        guidance_scale=guidance, guidance_task=guidance_task,
+                        guidance_scale=guidance, guidance_task=guidance_task, precision=precision,
                         **_sampler_options(choice_temperature, temperature, schedule))
     columns = [gen]
     if grid and video is not None:
@@ -336,6 +342,12 @@ def _check_counts(low: int = 1, **values: int) -> None:
             raise MagvitError(f"--{name} must be at least {low}, got {value}")
 
 
+def _check_precision(precision: str) -> None:
+    """One error line naming ``--precision`` for a value :class:`~magvit.precision.Precision` refuses."""
+    if precision not in PRECISIONS:
+        raise MagvitError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 def _check_output(out: str) -> None:
     """Refuse an output path the video writer cannot take before the model is loaded and run."""
     from magvit.data.video_io import WRITE_EXTENSIONS
@@ -353,7 +365,8 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
                  paste_condition: bool = False, fvd: bool = True, steps: int = 12, sampler: str | None = None,
                  choice_temperature: float | None = None, temperature: float | None = None,
                  schedule: str | None = None, guidance: float = 0.0, guidance_task: str | None = None,
-                 repeats: int = 1, seed: int = 0, ema: bool = True, out: str | None = None) -> str:
+                 repeats: int = 1, seed: int = 0, ema: bool = True, out: str | None = None,
+                 precision: str = "32") -> str:
     """Per-task FVD, PSNR and SSIM on held-out shards (Table 4), or a tokenizer's reconstructions (Table 7).
 
     A transformer checkpoint (or saved pipeline) is scored on its tasks; a tokenizer checkpoint on the PSNR,
@@ -382,6 +395,8 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
         seed: decoding seed.
         ema: score the EMA weights (the copy generation uses); --no_ema scores the trained weights.
         out: folder for metrics.json and metrics.csv.
+        precision: 32, bf16-mixed or 16-mixed: the transformer's decoding passes run under autocast in that dtype
+            (the tokenizer runs in float32); recorded in metrics.json.
     """
     given = dict(locals())
     from magvit.checkpoint import stage_of
@@ -392,6 +407,7 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
     from magvit.pipeline import MagvitPipeline
 
     _check_counts(num_clips=num_clips, batch_size=batch_size, steps=steps, repeats=repeats)
+    _check_precision(precision)
     if stage_of(checkpoint) == "tokenizer":
         return _evaluate_tokenizer(given)
     pipe = MagvitPipeline.from_checkpoint(checkpoint, use_ema=ema)
@@ -404,7 +420,7 @@ def cmd_evaluate(checkpoint: str, data: str, tasks: str = "all", num_clips: int 
                             paste_condition=paste_condition, steps=steps, sampler=sampler,
                             sampler_options=_sampler_options(choice_temperature, temperature, schedule),
                             guidance_scale=guidance, guidance_task=guidance_task, repeats=repeats, seed=seed,
-                            max_clips=num_clips,
+                            max_clips=num_clips, precision=precision,
                             progress=True,
                             on_estimate=estimate_printer(clips_flag="--num_clips", fvd_flag="--no_fvd"))
     if out is not None:
@@ -460,6 +476,25 @@ def cmd_demo(out: str = "outputs/demo", train: bool = False, eval_clips: int = 6
     return f"open {run_demo(out, train=train, eval_clips=eval_clips, fvd=fvd, resume=resume, train_clips=train_clips)}"
 
 
+def cmd_consolidate(checkpoint: str, out: str | None = None) -> str:
+    """Write the single-file checkpoint of a sharded one (``last.dcp`` of a ``--trainer.strategy fsdp`` run).
+
+    Args:
+        checkpoint: the sharded checkpoint folder (``RUN/last.dcp``).
+        out: the file to write (default: ``last.pt`` beside the folder); it loads into ``magvit generate``,
+            ``MagvitPipeline.from_checkpoint`` and resumes a ddp or single-process run.
+    """
+    from magvit import checkpoint as ckpt
+    from magvit.train.sharding import consolidate
+
+    target = Path(out) if out is not None else Path(checkpoint).parent / "last.pt"
+    try:
+        ckpt.save_atomic(consolidate(checkpoint), target)
+    except OSError as exc:
+        raise MagvitError(f"could not write {target}: {exc}") from None
+    return f"wrote {target}"
+
+
 def cmd_ablate(study: str, out: str = "outputs/ablations", smoke: bool = False, arms: list[str] | None = None,
                seeds: list[int] | None = None) -> str:
     """Run an ablation study (configs/ablations/*.yaml): train, evaluate, write results.json, report.md, plots.
@@ -503,6 +538,7 @@ SIMPLE: dict[str, Callable[..., str]] = {
     "demo": cmd_demo,
     "weights": cmd_weights,
     "ablate": cmd_ablate,
+    "consolidate": cmd_consolidate,
 }
 DATA: dict[str, Callable[..., str]] = {
     "synthetic": cmd_data_synthetic,
@@ -514,7 +550,7 @@ DATA: dict[str, Callable[..., str]] = {
 
 #: Commands whose required arguments are positional (``magvit data inspect DIR``, ``magvit weights i3d``);
 #: the others take them as options (``--name``).
-POSITIONAL = {"inspect", "weights", "ablate"}
+POSITIONAL = {"inspect", "weights", "ablate", "consolidate"}
 
 
 def _function_parser(fn: Callable[..., Any], positional: bool = False) -> ArgumentParser:

@@ -79,13 +79,13 @@ def _logits(model: Any, sampler: Sampler, state: DecodeState, prompt: Tensor | N
     guidance as in the authors' ``videogvt/train_lib/maskgvt_train_lib.py``)."""
     kwargs = sampler.model_kwargs(state)
     if guidance_scale == 0.0:
-        return model(state.inputs, prompt, label, **kwargs)
+        return model(state.inputs, prompt, label, **kwargs).float()
     both = model(
         torch.cat([state.inputs, sampler.unconditional_inputs(state)]),
         None if prompt is None else torch.cat([prompt, uncond_prompt]),
         torch.cat([label, uncond_label]),
     )
-    cond, uncond = both.chunk(2)
+    cond, uncond = both.float().chunk(2)  # float32 before the difference (see decode)
     return cond + guidance_scale * (cond - uncond)
 
 
@@ -125,6 +125,11 @@ def decode(
 
     Returns:
         long tokens with the shape of ``cond_tokens`` (``[B, N]`` without a condition).
+
+    The model may run under autocast (``MagvitPipeline.generate(precision=...)``); its logits are taken to
+    float32 before guidance and sampling: in bfloat16 (8 significant bits) the guided difference ``c - u``,
+    the softmax and the Gumbel-perturbed confidences that rank tokens for re-masking would round, and nearby
+    confidences tie.
     """
     if steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}")
@@ -147,6 +152,7 @@ def decode(
     for _ in range(sampler.num_steps(steps, z_cond.shape[1]) if stepwise else steps):
         if stepwise:
             logits, state = sampler.model_logits(model, state, prompt_ids, label_ids)
+            logits = logits.float()
         else:
             logits = _logits(model, sampler, state, prompt_ids, label_ids, guidance_scale, uncond_prompt_ids,
                              uncond_label)

@@ -38,6 +38,7 @@ from magvit.masking import (
     sample_ratio,
     task_token_mask,
 )
+from magvit.precision import autocast_off
 from magvit.protocols import MaskScheduler, Sampler, Task, Tokenizer
 from magvit.registry import default_registry, sampler_names
 
@@ -209,6 +210,8 @@ def smoothed_cross_entropy(logits: Tensor, targets: Tensor, smoothing: float) ->
 
     With ``q = (1-e) onehot + e/K``: ``CE = (1-e) (-log p_target) + e mean_k(-log p_k)``.
     """
+    # float32 logits: the model may run under autocast (magvit.precision), and a bfloat16 log-softmax over K
+    # codes keeps 8 bits of each log-probability
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     nll = -log_probs.gather(-1, targets[..., None]).squeeze(-1)
     if smoothing == 0.0:
@@ -337,13 +340,19 @@ def token_loss(
 
 
 @contextlib.contextmanager
-def _frozen(tokenizer: Tokenizer) -> Iterator[None]:
-    """Eval mode and no gradients for the tokenizer (the authors' frozen EMA encoder); mode restored."""
+def _frozen(tokenizer: Tokenizer, device: torch.device) -> Iterator[None]:
+    """Eval mode, no gradients and float32 for the tokenizer (the authors' frozen EMA encoder) encoding on
+    ``device``; mode restored.
+
+    float32 also under the trainer's autocast (:mod:`magvit.precision`): the tokens are the targets, the same
+    as the token shards hold (``magvit data tokenize`` encodes in float32), and the tokenizer's lean inference
+    route writes into buffers of one dtype.
+    """
     was_training = tokenizer.training
     if was_training:
         tokenizer.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), autocast_off(device):
             yield
     finally:
         if was_training:
@@ -389,12 +398,12 @@ class MultiTaskObjective:
         (as the authors' ``tokenize_with_cond``)."""
         b = video.shape[0]
         if not task.needs_video:
-            with _frozen(self.tokenizer):
+            with _frozen(self.tokenizer, video.device):
                 tokens = self.tokenizer.encode(video)
             flat = tokens.reshape(b, -1)
             return TokenBatch(flat, None, torch.zeros_like(flat, dtype=torch.bool))
         cond = task.condition(video, generator)
-        with _frozen(self.tokenizer):
+        with _frozen(self.tokenizer, video.device):
             both = self.tokenizer.encode(torch.cat([video, cond.video]))
         tokens, cond_tokens = both.reshape(2 * b, -1).chunk(2)
         mask = task_token_mask(task, cond.mask, self.tokenizer.downsample, self.config.token_rule)

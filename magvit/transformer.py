@@ -41,6 +41,7 @@ from magvit.config import option_names, register_to_config
 from magvit.errors import InputError
 from magvit.kernels.dropout import Dropout, attention_with_dropout
 from magvit.limits import check_bool, check_int, check_number, check_parameter_count
+from magvit.precision import Float32LayerNorm
 
 __all__ = ["PRESETS", "KVCache", "MaskedTransformer", "TransformerSize", "Vocabulary", "count_parameters"]
 
@@ -289,9 +290,9 @@ class PostLNBlock(nn.Module):
         super().__init__()
         self.attn = SelfAttention(size.hidden_size, size.num_heads, attention_dropout)
         self.attn_drop = Dropout(dropout)
-        self.norm1 = nn.LayerNorm(size.hidden_size, eps=LN_EPS)
+        self.norm1 = Float32LayerNorm(size.hidden_size, eps=LN_EPS)
         self.mlp = FeedForward(size.hidden_size, size.mlp_dim, dropout)
-        self.norm2 = nn.LayerNorm(size.hidden_size, eps=LN_EPS)
+        self.norm2 = Float32LayerNorm(size.hidden_size, eps=LN_EPS)
 
     def forward(self, x: Tensor, causal: bool = False, cache: tuple[KVCache, int] | None = None) -> Tensor:
         x = self.norm1(x + self.attn_drop(self.attn(x, causal, cache)))
@@ -304,7 +305,7 @@ class TiedHead(nn.Module):
     def __init__(self, hidden_size: int, vocab_size: int) -> None:
         super().__init__()
         self.dense = nn.Linear(hidden_size, hidden_size)
-        self.norm = nn.LayerNorm(hidden_size, eps=LN_EPS)
+        self.norm = Float32LayerNorm(hidden_size, eps=LN_EPS)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, h: Tensor, embedding: Tensor, num_logits: int) -> Tensor:
@@ -374,7 +375,7 @@ class MaskedTransformer(nn.Module):
         # a causal model's sequence adds BOS and SEP.
         self.position = nn.Embedding(self.vocab.num_prefix + num_tokens + 2 * int(causal), hidden_size)
         self.segment = nn.Parameter(torch.empty(hidden_size)) if prefix_condition or causal else None
-        self.embed_norm = nn.LayerNorm(hidden_size, eps=LN_EPS)
+        self.embed_norm = Float32LayerNorm(hidden_size, eps=LN_EPS)
         self.embed_drop = Dropout(dropout)
         self.blocks = nn.ModuleList(PostLNBlock(size, dropout, attention_dropout) for _ in range(num_layers))
         self.head = TiedHead(hidden_size, self.vocab.size)
@@ -450,6 +451,10 @@ class MaskedTransformer(nn.Module):
             raise InputError(f"prompt ids [B] are required; known prompts: {', '.join(self.vocab.prompts)}")
         self._check_ids("prompt", prompt, (batch,))
         return torch.stack([prompt, label], dim=1)
+
+    def shard_units(self) -> list[nn.Module]:
+        """What fully sharded training shards on its own (:mod:`magvit.train.sharding`): each block."""
+        return list(self.blocks)
 
     # -- forward ---------------------------------------------------------------------------------------
     def _embed(self, ids: Tensor, positions: Tensor, extra: Tensor | None = None) -> Tensor:

@@ -42,7 +42,7 @@ def test_evaluate_a_tokenizer_checkpoint_writes_reconstruction_metrics(tokenizer
 
 def test_decoding_flags_are_refused_for_a_tokenizer_checkpoint(tokenizer_checkpoint, tiny_data, capsys):  # noqa: F811
     argv = ["evaluate", "--checkpoint", str(tokenizer_checkpoint), "--data", str(tiny_data / "val"), "--no_fvd",
-            "--tasks", "fp", "--steps", "4"]
+            "--tasks", "fp", "--steps", "4", "--precision", "bf16-mixed"]
     assert main(argv) == 2
     one_line_error(capsys, "is a tokenizer checkpoint: evaluate scores its reconstructions, which take no --tasks, "
-                           "--steps")
+                           "--steps, --precision (those decode")

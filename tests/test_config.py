@@ -149,8 +149,8 @@ def test_specs_of_the_builtin_parts():
     assert part_spec(tok) == {"name": "vq3d", "config": {
         "filters": 16, "channel_multipliers": [1, 2, 4], "temporal_downsample": [True, True], "num_res_blocks": 1,
         "codebook_size": 256, "embedding_dim": 8, "norm_groups": 8, "padding": "reflect", "quantizer": "vq",
-        "commitment_cost": 0.25, "entropy_weight": 0.1, "entropy_temperature": 0.01, "seed": 0,
-        "activation_checkpointing": False}}
+        "commitment_cost": 0.25, "entropy_weight": 0.1, "entropy_temperature": 0.01, "sync_across_ranks": True,
+        "seed": 0, "activation_checkpointing": False}}
 
 
 def test_vq2d_records_no_temporal_downsample():

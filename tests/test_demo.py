@@ -51,8 +51,9 @@ def test_the_shipped_pipeline_is_what_the_tiny_configs_train():
     built = registry.get_tokenizer(tok_args["tokenizer"], preset=tok_args["preset"], resolution=tok_args["resolution"],
                                    **tok_args.get("tokenizer_options", {}))
     # Options added after the shipped model was saved are absent from its config: they must be at their
-    # default, which computes the same (activation_checkpointing only changes what the backward pass stores).
-    added = {"activation_checkpointing": False}
+    # default, which computes what the shipped model computed (activation_checkpointing only changes what the
+    # backward pass stores; sync_across_ranks only acts in training under a process group of several ranks).
+    added = {"activation_checkpointing": False, "sync_across_ranks": True}
     rebuilt = {k: v for k, v in built.config.items() if not (k in added and k not in cfg["tokenizer"]["config"])}
     assert all(built.config[k] == v for k, v in added.items())
     assert cfg["tokenizer"] == {"name": tok_args["tokenizer"], "config": rebuilt}

@@ -114,3 +114,67 @@ def test_errors(pipe, clip):
         pipe.generate("fp", torch.rand(1, 3, 15, 32, 32))  # the tokenizer cannot take 15 frames
     with pytest.raises(ValueError, match="not configured"):
         pipe.generate("tsr", clip)
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+@pytest.mark.parametrize("task", ["fp", "cg"])
+def test_mixed_precision_generation(pipe, clip, task, precision):
+    """The transformer's decoding passes run under autocast; the tokenizer and the tokens stay as in float32."""
+    seen = {}
+
+    def record(name):
+        def hook(module, args, out):
+            seen.setdefault(name, set()).add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu")
+                                             else torch.float32)
+        return hook
+
+    handles = [pipe.transformer.register_forward_hook(record("transformer")),
+               pipe.tokenizer.decoder.register_forward_hook(record("tokenizer"))]
+    final = []
+    try:
+        video = clip if task != "cg" else None
+        out = pipe.generate(task, video, label=[1, 3], steps=4, generator=torch.Generator().manual_seed(0),
+                            precision=precision, callback=lambda state: final.append(state.tokens))
+        again = pipe.generate(task, video, label=[1, 3], steps=4, generator=torch.Generator().manual_seed(0),
+                              precision=precision)
+    finally:
+        for handle in handles:
+            handle.remove()
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
+    assert seen == {"transformer": {dtype}, "tokenizer": {torch.float32}}
+    tokens = final[-1]
+    assert tokens.shape == (2, pipe.transformer.num_tokens) and tokens.dtype == torch.long
+    assert 0 <= int(tokens.min()) and int(tokens.max()) < pipe.tokenizer.codebook_size
+    assert out.shape == (2, 3, 16, 32, 32) and out.dtype == torch.float32
+    assert 0 <= out.min() and out.max() <= 1
+    assert torch.equal(out, again)
+
+
+def test_unknown_precision_is_refused_before_any_work(pipe, clip):
+    with pytest.raises(InputError, match=r"precision must be one of '32', 'bf16-mixed', '16-mixed', got 'fp16'"):
+        pipe.generate("fp", clip, precision="fp16")
+
+
+def test_compiled_generation_agrees_with_eager(pipe, clip):
+    """``pipe.compile()`` compiles the transformer in place: same logits within float32 rounding, the same
+    decoded tokens, the same parameter names."""
+    torch.manual_seed(0)
+    compiled = MagvitPipeline.from_preset("tiny", tasks=TEN, num_classes=4, resolution=32)
+    compiled.transformer.load_state_dict(pipe.transformer.state_dict())
+    assert compiled.compile() is compiled
+    assert compiled.transformer.state_dict().keys() == pipe.transformer.state_dict().keys()
+    runs = {}
+    for name, p in (("eager", pipe), ("compiled", compiled)):
+        tokens = []
+        p.generate("fp", clip, steps=4, generator=torch.Generator().manual_seed(0),
+                   callback=lambda state: tokens.append(state.tokens.clone()))
+        runs[name] = tokens
+    assert len(runs["eager"]) == len(runs["compiled"]) == 4
+    for eager, comp in zip(runs["eager"], runs["compiled"]):
+        assert torch.equal(eager, comp)
+    t = pipe.transformer
+    ids = torch.full((2, t.num_tokens), t.vocab.mask_id, dtype=torch.long)
+    prompt = torch.full((2,), t.vocab.prompt_id("fp"), dtype=torch.long)
+    label = t.vocab.class_ids(None, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled.transformer(ids, prompt, label), t(ids, prompt, label), atol=1e-5, rtol=1e-5)

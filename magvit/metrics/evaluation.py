@@ -42,6 +42,7 @@ from magvit.metrics.fvd import FrechetVideoDistance
 from magvit.metrics.progress import Estimate, EvalProgress, clip_count, format_duration, plan_line
 from magvit.metrics.quality import MaskedPSNR, VideoPSNR, VideoSSIM
 from magvit.pipeline import sampler_spec
+from magvit.precision import Precision
 from magvit.protocols import Task
 
 
@@ -126,7 +127,7 @@ class EvalReport:
     paste_condition: bool
     fvd: dict[str, Any] | None
     #: how the generations were decoded: the sampler spec ``{"name", "config"}``, the number of steps, the
-    #: guidance, the seed and the number of repeats
+    #: guidance, the seed, the number of repeats and the precision
     decoding: dict[str, Any] | None = None
     #: each task's scores of every repeat (:func:`evaluate_tasks` with ``repeats``); ``tasks`` holds their means.
     #: Empty: one run, whose scores are ``tasks``.
@@ -282,6 +283,7 @@ def evaluate_tasks(
     progress: bool = False,
     on_batch: Any = None,
     on_estimate: Callable[[Estimate], None] | None = None,
+    precision: str = "32",
 ) -> EvalReport:
     """Evaluate ``pipeline`` on every task over ``batches`` of held-out clips.
 
@@ -307,13 +309,16 @@ def evaluate_tasks(
             (the demo uses it to write grids; its time is left out of the estimate).
         on_estimate: called with an :class:`Estimate` after the first task of the first batch and again after
             the first batch, when work is left (instead of the line ``progress`` prints).
+        precision: the transformer's precision in generation (:meth:`MagvitPipeline.generate`); every tokenizer
+            pass, the reference reconstructions included, stays float32.
     """
     names = [t if isinstance(t, str) else t.name for t in (tasks or list(pipeline.tasks))]
     task_objs = [pipeline.task(n) for n in names]
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise InputError(f"repeats must be an int >= 1 (generations per clip), got {repeats!r}")
-    # an unknown sampler or option is refused before any work
+    # an unknown sampler, option or precision is refused before any work
     decoder = pipeline.decoding_sampler(sampler, **dict(sampler_options or {}))
+    precision = Precision(precision).name
     num_clips = clip_count(batches, max_clips)
     show = EvalProgress(progress, None if num_clips is None else num_clips * (len(names) + 1))
 
@@ -378,7 +383,7 @@ def evaluate_tasks(
                     gen = pipeline.generate(task, video, labels if task.uses_class else None,
                                             steps=steps, generator=g, paste_condition=paste_condition,
                                             sampler=decoder, guidance_scale=guidance_scale,
-                                            guidance_task=guidance_task)
+                                            guidance_task=guidance_task, precision=precision)
                     if r == 0:
                         cond = task.condition(video) if task.needs_video else None
                         region, trivial = _trivial(pipeline.tokenizer, video, cond)
@@ -426,7 +431,7 @@ def evaluate_tasks(
                     "preprocessing": attrs.asdict(shared.preprocessing), "num_real": seen,
                     "num_fake_per_task": seen}
     decoding = {"sampler": sampler_spec(decoder), "steps": steps, "guidance_scale": guidance_scale,
-                "guidance_task": guidance_task, "seed": seed, "repeats": repeats}
+                "guidance_task": guidance_task, "seed": seed, "repeats": repeats, "precision": precision}
     return EvalReport(_value(tok_psnr), scores, paste_condition, protocol, decoding,
                       repeats=runs if repeats > 1 else {})
 

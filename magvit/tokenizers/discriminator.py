@@ -111,6 +111,10 @@ class StyleGANDiscriminator(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    def shard_units(self) -> list[nn.Module]:
+        """What fully sharded training shards on its own (:mod:`magvit.train.sharding`): each block."""
+        return list(self.blocks)
+
     def forward(self, video: Tensor) -> Tensor:
         if video.dim() != 5 or tuple(video.shape[1:]) != (3, *self.input_shape):
             raise InputError(

@@ -39,6 +39,7 @@ from magvit.kernels.conv import (
     pointwise_conv,
     pointwise_conv_add_,
 )
+from magvit.precision import Float32GroupNorm
 
 PADDING_MODES: tuple[str, ...] = ("reflect", "zeros", "replicate")
 
@@ -196,10 +197,11 @@ def init_autoencoder_(module: nn.Module, generator: torch.Generator | None) -> N
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    """GroupNorm with Flax's eps (as the authors' ``model_utils.py``); ``groups`` must divide ``channels``."""
+    """GroupNorm with Flax's eps (as the authors' ``model_utils.py``); ``groups`` must divide ``channels``.
+    Its statistics are float32 under autocast (:class:`~magvit.precision.Float32GroupNorm`)."""
     if channels % groups:
         raise InputError(f"norm_groups={groups} must divide every layer width; {channels} channels is not divisible")
-    return nn.GroupNorm(groups, channels, eps=GROUPNORM_EPS)
+    return Float32GroupNorm(groups, channels, eps=GROUPNORM_EPS)
 
 
 class ResBlock(LeanRoute, nn.Module):

@@ -7,6 +7,11 @@
 * LeCam regularisation (Tseng et al., CVPR 2021) with EMAs of the mean logits (decay 0.999);
 * the perceptual loss: L2 between the 1000-d ImageNet ResNet-50 logits of real and reconstructed
   frames (T folded into the batch, bilinear resize to 224, [0, 1] input without normalisation).
+
+Every term is computed in float32 from its inputs (``.float()``), whatever dtype autocast gave the
+reconstruction or the logits (:mod:`magvit.precision`): bfloat16 keeps 8 significant bits, so a pixel error
+below 2^-9 next to a value near 1 would round away, and the means and the R1 penalty sum over every pixel or
+logit of a batch, where low-precision accumulation drifts.
 """
 
 from __future__ import annotations
@@ -27,18 +32,19 @@ PERCEPTUAL_SIZE = 224
 
 
 def l2_loss(video: Tensor, recon: Tensor) -> Tensor:
-    """Mean squared error on [0, 1] pixels."""
-    return (video - recon).pow(2).mean()
+    """Mean squared error on [0, 1] pixels (float32: module docstring)."""
+    return (video.float() - recon.float()).pow(2).mean()
 
 
 def generator_adversarial_loss(fake_logits: Tensor) -> Tensor:
-    """Non-saturating generator loss ``mean softplus(-D(G(x)))``."""
-    return F.softplus(-fake_logits).mean()
+    """Non-saturating generator loss ``mean softplus(-D(G(x)))`` (float32: module docstring)."""
+    return F.softplus(-fake_logits.float()).mean()
 
 
 def discriminator_adversarial_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """Non-saturating discriminator loss ``mean softplus(-D(x)) + mean softplus(D(G(x)))``."""
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    """Non-saturating discriminator loss ``mean softplus(-D(x)) + mean softplus(D(G(x)))`` (float32: module
+    docstring)."""
+    return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
 
 
 def r1_penalty(discriminator: Callable[[Tensor], Tensor], real: Tensor, cost: float = 10.0) -> tuple[Tensor, Tensor]:
@@ -49,8 +55,9 @@ def r1_penalty(discriminator: Callable[[Tensor], Tensor], real: Tensor, cost: fl
     """
     real = real.detach().requires_grad_(True)
     logits = discriminator(real)
-    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
-    return cost * grad.pow(2).flatten(1).sum(1).mean(), logits
+    # the logits summed in float32 (module docstring); the gradient w.r.t. the float32 clips is float32
+    (grad,) = torch.autograd.grad(logits.float().sum(), real, create_graph=True)
+    return cost * grad.float().pow(2).flatten(1).sum(1).mean(), logits
 
 
 class LeCam(nn.Module):
@@ -77,8 +84,8 @@ class LeCam(nn.Module):
 
     def forward(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         """The penalty against the current anchors (call :meth:`update` afterwards)."""
-        real_term = F.relu(real_logits.mean() - self.ema_fake).pow(2).mean()
-        fake_term = F.relu(self.ema_real - fake_logits.mean()).pow(2).mean()
+        real_term = F.relu(real_logits.float().mean() - self.ema_fake).pow(2).mean()  # float32: module docstring
+        fake_term = F.relu(self.ema_real - fake_logits.float().mean()).pow(2).mean()
         return real_term + fake_term
 
 
@@ -136,4 +143,5 @@ class PerceptualLoss(nn.Module):
     def forward(self, video: Tensor, recon: Tensor) -> Tensor:
         with torch.no_grad():
             target = self.logits(video)
-        return (self.logits(recon) - target).pow(2).mean()
+        # the classifier runs under the caller's autocast; the L2 between its logits in float32 (module docstring)
+        return (self.logits(recon).float() - target.float()).pow(2).mean()

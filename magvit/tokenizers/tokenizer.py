@@ -115,6 +115,8 @@ class VQTokenizer(nn.Module):
         padding: conv padding, ``"reflect"`` (paper), ``"zeros"`` (released configs) or ``"replicate"``.
         quantizer: ``"vq"`` (paper) or ``"lfq"`` (MAGVIT-v2; needs ``codebook_size = 2^embedding_dim``).
         commitment_cost, entropy_weight, entropy_temperature: quantizer loss settings (0.25, 0.1, 0.01 as released).
+        sync_across_ranks: under DDP/FSDP in training mode, the quantizer's entropy loss batch-mean and its
+            perplexity/usage are over the global batch of all ranks (:mod:`magvit.tokenizers.quantizer`).
         seed: seed of the weight initialisation.
         activation_checkpointing: in training mode, run each encoder and decoder level under non-reentrant
             ``torch.utils.checkpoint`` (:mod:`magvit.tokenizers.autoencoder`): less activation memory, one
@@ -147,6 +149,7 @@ class VQTokenizer(nn.Module):
         commitment_cost: float = 0.25,
         entropy_weight: float = 0.1,
         entropy_temperature: float = 0.01,
+        sync_across_ranks: bool = True,
         seed: int = 0,
         activation_checkpointing: bool = False,
     ) -> None:
@@ -158,6 +161,7 @@ class VQTokenizer(nn.Module):
             check_number(type(self).__name__, name, value, 0.0)
         check_int(type(self).__name__, "seed", seed, -(2**63))
         check_bool(type(self).__name__, "activation_checkpointing", activation_checkpointing)
+        check_bool(type(self).__name__, "sync_across_ranks", sync_across_ranks)
         mults = tuple(int(m) for m in channel_multipliers)
         temporal = tuple(bool(t) for t in temporal_downsample)
         if len(temporal) != len(mults) - 1:
@@ -184,6 +188,7 @@ class VQTokenizer(nn.Module):
             commitment_cost=commitment_cost,
             entropy_weight=entropy_weight,
             entropy_temperature=entropy_temperature,
+            sync_across_ranks=sync_across_ranks,
         )
         self.decoder = Decoder(**arch, activation_checkpointing=activation_checkpointing)
         self.codebook_size = codebook_size
@@ -241,6 +246,14 @@ class VQTokenizer(nn.Module):
         lo, hi = tokens.min().item(), tokens.max().item()
         if lo < 0 or hi >= self.codebook_size:
             raise InputError(f"expected {expected}, got ids in [{lo}, {hi}]")
+
+    def shard_units(self) -> list[nn.Module]:
+        """What fully sharded training shards on its own (:mod:`magvit.train.sharding`): each encoder level,
+        and each decoder level's blocks and upsampling conv (the decoder runs a level's parts one by one, not
+        the level module, and a sharded unit gathers its weights when it is called)."""
+        decoder = [part for level in self.decoder.levels.values()
+                   for part in (*level.blocks, level.upsample_conv) if part is not None]
+        return [*self.encoder.levels, *decoder]
 
     @torch.no_grad()
     def encode(self, video: Tensor) -> Tensor:

@@ -39,6 +39,7 @@ class VQ2D(VQTokenizer):
         commitment_cost: float = 0.25,
         entropy_weight: float = 0.1,
         entropy_temperature: float = 0.01,
+        sync_across_ranks: bool = True,
         seed: int = 0,
         activation_checkpointing: bool = False,
     ) -> None:

@@ -12,6 +12,8 @@ base class); a stage's own module is imported when its ``class_path`` is parsed.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import os
 from collections.abc import Mapping
@@ -25,7 +27,7 @@ from magvit.errors import InputError, MagvitError
 from magvit.train.settings import DataConfig, OptimConfig, SettingError, TrainerConfig
 from magvit.train.stage import Stage
 
-__all__ = ["FitConfig", "fit_parser", "instantiate_fit", "parse_fit_config", "setting_key"]
+__all__ = ["FitConfig", "fit_parser", "instantiate_fit", "parse_fit_config", "setting_default", "setting_key"]
 
 
 def fit_parser(exit_on_error: bool = True) -> ArgumentParser:
@@ -125,6 +127,31 @@ def instantiate_fit(namespace: Namespace, parser: ArgumentParser | None = None) 
 
 #: The config section of each settings record (a stage's own settings are under ``model.init_args``).
 _SECTIONS: dict[type, str] = {TrainerConfig: "trainer", DataConfig: "data", OptimConfig: "model.init_args.optim"}
+
+
+def setting_default(config: Mapping[str, Any], key: str) -> Any:
+    """The default value of the setting at dotted ``key`` (``trainer.strategy``, ``model.init_args.frames``)
+    of the run config ``config``: what a config written before the setting existed ran with.
+
+    Raises:
+        KeyError: the key is not a setting with a default (e.g. an entry of an options dict).
+    """
+    section, _, name = key.rpartition(".")
+    for record, prefix in _SECTIONS.items():
+        field = attrs.fields_dict(record).get(name) if section == prefix else None
+        if field is not None and field.default is not attrs.NOTHING:
+            return field.default
+    class_path = (config.get("model") or {}).get("class_path") if section == "model.init_args" else None
+    if isinstance(class_path, str):
+        module, _, qualname = class_path.rpartition(".")
+        try:
+            stage = getattr(importlib.import_module(module), qualname)
+            parameter = inspect.signature(stage).parameters.get(name)
+        except (ImportError, AttributeError, ValueError, TypeError):
+            parameter = None
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    raise KeyError(key)
 
 
 def setting_key(error: SettingError) -> str | None:

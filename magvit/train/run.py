@@ -39,6 +39,14 @@ class FitResult:
     is_main: bool
 
 
+def _existing_checkpoint(trainer: Trainer) -> Path | None:
+    """A checkpoint already in the run folder, single-file or sharded."""
+    for path in (trainer.checkpoint_path, trainer.sharded_path):
+        if path.exists():
+            return path
+    return None
+
+
 def fit(config: FitConfig) -> FitResult:
     """Train ``config.model`` until ``config.trainer.max_steps`` with the shared trainer.
 
@@ -57,9 +65,9 @@ def fit(config: FitConfig) -> FitResult:
             print(f"resuming from {trainer.checkpoint_path} at step {trainer.step}", file=sys.stderr)
             if trainer.step >= config.trainer.max_steps:
                 return FitResult(trainer.step, trainer.checkpoint_path, trained=False, is_main=info.is_main)
-        elif not config.resume and trainer.checkpoint_path.exists():
+        elif not config.resume and (existing := _existing_checkpoint(trainer)) is not None:
             raise MagvitError(
-                f"{trainer.checkpoint_path} already exists: pass --resume to continue that run, or set "
+                f"{existing} already exists: pass --resume to continue that run, or set "
                 "--trainer.out_dir to a new folder"
             )
         trainer.fit()

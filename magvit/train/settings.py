@@ -77,6 +77,30 @@ def unit_interval_pair(instance: Any, attribute: Any, value: Any) -> None:
         raise SettingError(type(instance), attribute.name, "must be two numbers in [0, 1)", value)
 
 
+def one_of(allowed: tuple[str, ...]) -> Validator:
+    """One of the names in ``allowed``."""
+
+    def check(instance: Any, attribute: Any, value: Any) -> None:
+        if value not in allowed:
+            raise SettingError(type(instance), attribute.name, f"must be one of {', '.join(allowed)}", value)
+
+    return check
+
+
+def is_bool(instance: Any, attribute: Any, value: Any) -> None:
+    """True or false (not a truthy string or number)."""
+    if not isinstance(value, bool):
+        raise SettingError(type(instance), attribute.name, "must be true or false", value)
+
+
+#: ``TrainerConfig.strategy`` values.
+STRATEGIES = ("ddp", "fsdp")
+
+#: ``TrainerConfig.precision`` values (:class:`magvit.precision.Precision`): float32 throughout, or float32
+#: weights with bfloat16 or float16 autocast (float16 with loss scaling).
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+
+
 def in_unit_interval(owner: type, name: str, value: Any) -> None:
     """A decay in ``[0, 1)`` (an EMA decay), checked in a plain constructor."""
     if not (_number(value) and 0 <= value < 1):
@@ -117,6 +141,15 @@ class TrainerConfig:
         tensorboard: write TensorBoard logs when the package is installed.
         max_nonfinite_steps: stop after this many steps in a row with a non-finite loss or gradient (each
             is skipped); the last good checkpoint is kept.
+        strategy: how ``torchrun`` processes share the model: ``ddp`` (a full replica per process, gradients
+            all-reduced) or ``fsdp`` (PyTorch's FSDP2: parameters, gradients and optimiser state sharded per
+            transformer block and tokenizer level; checkpoints are sharded, ``last.dcp/``). Single-process
+            runs train the plain module either way.
+        compile: run each trained module through ``torch.compile`` (the same losses within floating-point
+            tolerance; the first steps pay the compilation).
+        precision: ``"32"``, ``"bf16-mixed"`` or ``"16-mixed"`` (:data:`PRECISIONS`): each phase's forward pass
+            and loss run under autocast in that dtype (16-mixed with a loss scaler per phase); the weights and
+            optimiser states stay float32.
     """
 
     max_steps: int = attrs.field(default=1000, validator=at_least(1))
@@ -129,6 +162,17 @@ class TrainerConfig:
     progress: bool = True
     tensorboard: bool = True
     max_nonfinite_steps: int = attrs.field(default=10, validator=at_least(1))
+    strategy: str = attrs.field(default="ddp", validator=one_of(STRATEGIES))
+    compile: bool = attrs.field(default=False, validator=is_bool)
+    precision: str = attrs.field(default="32", validator=one_of(PRECISIONS))
+
+    def __attrs_post_init__(self) -> None:
+        # A loss scaler decides from the gradients it holds; under fsdp each process holds only its shards, so
+        # the processes could disagree about an overflow and skip different parts of one update.
+        if self.strategy == "fsdp" and self.precision == "16-mixed":
+            raise SettingError(TrainerConfig, "precision", "must not be 16-mixed with strategy fsdp (its loss "
+                               "scaler would see one process's gradient shards only); use bf16-mixed",
+                               self.precision)
 
 
 @attrs.frozen

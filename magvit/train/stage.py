@@ -30,12 +30,16 @@ class PhaseSpec:
         module: the trainable module; the trainer wraps it in DDP under torchrun.
         optim: optimiser and schedule settings.
         ema_decay: keep an EMA copy of ``module`` with this decay (None: no EMA).
+        shardable: whether ``--trainer.strategy fsdp`` shards it; False keeps it data-parallel (DDP) under
+            fsdp too, for a module its loss differentiates twice through (FSDP reshards a unit once its
+            first backward has run, so a second backward through it finds its weights freed).
     """
 
     name: str
     module: nn.Module
     optim: OptimConfig
     ema_decay: float | None = None
+    shardable: bool = True
 
 
 @attrs.frozen

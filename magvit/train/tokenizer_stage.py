@@ -127,7 +127,8 @@ class TokenizerStage(Stage):
     def phases(self) -> list[PhaseSpec]:
         return [
             PhaseSpec("generator", self.tokenizer, self.optim, self.ema_decay),
-            PhaseSpec("discriminator", self.discriminator, self.optim),
+            # The R1 penalty differentiates the discriminator twice (a gradient of a gradient).
+            PhaseSpec("discriminator", self.discriminator, self.optim, shardable=False),
         ]
 
     def loss(self, phase: str, model: Any, batch: ClipBatch, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:

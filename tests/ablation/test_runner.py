@@ -200,3 +200,12 @@ def test_settings_that_leave_the_results_unchanged_are_not_part_of_a_runs_key():
     assert key(watched) == key(run)
     assert key({**run, "trainer": {"seed": 1}}) != key(run)
     assert key({**run, "model": {"class_path": "S", "init_args": {"preset": "B"}}}) != key(run)
+
+
+def test_trainer_precision_is_part_of_a_runs_key_unless_at_its_default():
+    def key(config):
+        return runner._hash(runner._hashed_part(config))
+
+    run = {"model": {"class_path": "S", "init_args": {"preset": "tiny"}}, "trainer": {"seed": 0}, "data": {}}
+    assert key({**run, "trainer": {"seed": 0, "precision": "32"}}) == key(run)
+    assert key({**run, "trainer": {"seed": 0, "precision": "bf16-mixed"}}) != key(run)

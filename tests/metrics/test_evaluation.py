@@ -133,7 +133,8 @@ def test_repeats_report_mean_and_std_with_every_repeat_kept(tmp_path):
     assert single.tasks["unc"] == report.repeats["unc"][0] and single.repeats == {}
     assert report.decoding == {"sampler": {"name": "commit", "config": {"choice_temperature": 1.0, "temperature": 1.0,
                                                                         "schedule": "linear"}},
-                               "steps": 2, "guidance_scale": 0.0, "guidance_task": None, "seed": 0, "repeats": 3}
+                               "steps": 2, "guidance_scale": 0.0, "guidance_task": None, "seed": 0, "repeats": 3,
+                               "precision": "32"}
     report.write(tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert [r["fvd"] for r in saved["repeats"]["opc"]] == [r.fvd for r in report.repeats["opc"]]

@@ -61,7 +61,7 @@ class FakePipeline:
         return get_sampler(sampler or "commit", **options)
 
     def generate(self, task, video, label, *, steps, generator, paste_condition, sampler, guidance_scale,
-                 guidance_task):
+                 guidance_task, precision):
         self.clock.now += GENERATE_S
         return torch.full(SHAPE, 0.5)
 

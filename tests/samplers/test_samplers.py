@@ -238,7 +238,7 @@ def test_generate_and_evaluate_take_a_sampler(saved, tmp_path):
                  "2", "--no_fvd", "--sampler", "maskgit", "--steps", "2", "--out", str(tmp_path / "eval")]) == 0
     decoding = json.loads((tmp_path / "eval" / "metrics.json").read_text())["decoding"]
     assert decoding == {"sampler": {"name": "maskgit", "config": attrs.asdict(MaskGITSampler())}, "steps": 2,
-                        "guidance_scale": 0.0, "guidance_task": None, "seed": 0, "repeats": 1}
+                        "guidance_scale": 0.0, "guidance_task": None, "seed": 0, "repeats": 1, "precision": "32"}
 
 
 def test_an_unknown_sampler_is_one_error_line(saved, tmp_path, capsys):

@@ -14,6 +14,7 @@ from magvit.tokenizers.losses import (
     PerceptualLoss,
     discriminator_adversarial_loss,
     generator_adversarial_loss,
+    l2_loss,
     r1_penalty,
 )
 
@@ -77,3 +78,29 @@ def test_perceptual_loss_rejects_mismatched_or_missing_file(resnet_file, tmp_pat
         PerceptualLoss(tmp_path / "nope.pt")
     with pytest.raises(MagvitError, match="does not match"):
         PerceptualLoss(resnet_file, arch="resnet18")
+
+
+def test_every_term_is_float32_under_autocast_from_low_precision_inputs(resnet_file):
+    """The terms take float32 of what autocast hands them: the value equals the float32 loss of the same
+    (already rounded) inputs, and its dtype is float32."""
+    g = torch.Generator().manual_seed(0)
+    video = torch.rand(1, 3, 2, 16, 16, generator=g)
+    recon = (video + 0.01 * torch.randn(video.shape, generator=g)).bfloat16()
+    real, fake = torch.randn(4, generator=g).bfloat16(), torch.randn(4, generator=g).bfloat16()
+    lecam = LeCam(decay=0.9)
+    lecam.update(real.float() + 1, fake.float() - 1)
+    d = build_discriminator("tiny", 16, frames=2)
+    perceptual = PerceptualLoss(resnet_file, arch="resnet10t")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        values = {
+            "l2": (l2_loss(video, recon), l2_loss(video, recon.float())),
+            "g": (generator_adversarial_loss(fake), generator_adversarial_loss(fake.float())),
+            "d": (discriminator_adversarial_loss(real, fake), discriminator_adversarial_loss(real.float(), fake.float())),
+            "lecam": (lecam(real, fake), lecam(real.float(), fake.float())),
+            "r1": (r1_penalty(d, video)[0], None),
+            "perceptual": (perceptual(video, recon), None),
+        }
+    for name, (value, reference) in values.items():
+        assert value.dtype == torch.float32 and bool(torch.isfinite(value)), name
+        if reference is not None:
+            assert torch.equal(value, reference), name
