@@ -42,6 +42,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("train_transformer", "transformer training step"),
     ("loader", "shard reader"),
     ("video_shards", "frames vs video store: bytes per clip, reader clips/s per core"),
+    ("activation_checkpointing", "activation checkpointing off vs on: step memory and time"),
 )
 
 #: Targets: key -> (comparison, threshold).
@@ -134,6 +135,13 @@ def combine(res: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[st
         out["video_shards"] = {store: {"bytes_per_clip": v[store]["bytes_per_clip"],
                                        "clips_per_cpu_second": v[store]["clips_per_cpu_second"]}
                                for store in ("frames", "video")}
+    if "activation_checkpointing" in res:
+        a = res["activation_checkpointing"]
+        out["activation_checkpointing"] = {
+            k: {"saved_gb": None if a[k]["memory"] is None else a[k]["memory"]["saved_gb"],
+                "saved_frac": None if a[k]["memory"] is None else a[k]["memory"]["saved_frac"],
+                "time_overhead_frac": a[k]["time"]["overhead_frac"]}
+            for k in ("transformer", "tokenizer")}
     out["peak_rss_gb"] = {k: r["peak_rss_gb"] for k, r in res.items() if "peak_rss_gb" in r and not k.startswith("matmul")}
     return out
 
@@ -207,6 +215,12 @@ def table(summary: dict[str, Any], res: dict[str, dict[str, Any]]) -> str:
     for store, v in s.get("video_shards", {}).items():
         add(f"{store} store: bytes per clip", f"video_shards.{store}.bytes_per_clip", f"{v['bytes_per_clip']:.0f} B",
             f"reader {v['clips_per_cpu_second']:.0f} clips per CPU second (one worker)")
+    for k, v in s.get("activation_checkpointing", {}).items():
+        m, t = r["activation_checkpointing"][k]["memory"], r["activation_checkpointing"][k]["time"]
+        saved = "n/a" if m is None else f"{v['saved_gb'] * 1e3:.0f} MB ({v['saved_frac']:.0%})"
+        extra = "" if m is None else f"step peak above base {m['off_gb'] * 1e3:.0f} -> {m['on_gb'] * 1e3:.0f} MB; "
+        add(f"activation checkpointing: {k} saves", f"activation_checkpointing.{k}.saved_gb", saved,
+            extra + f"time {v['time_overhead_frac']:+.0%} ({t['off_seconds']:.2f} -> {t['on_seconds']:.2f} s/step)")
     for name, gb in s.get("peak_rss_gb", {}).items():
         add(f"peak RSS: {name}", f"peak_rss_gb.{name}", f"{gb:.2f} GB")
     widths = [max(len(row[i]) for row in rows + [("measurement", "value", "target", "detail")]) for i in range(3)]

@@ -34,9 +34,15 @@ def test_quick_suite_writes_the_json(tmp_path: Path) -> None:
     assert result["preset"] == "tiny" and result["device"] in ("cpu", "cuda")
     if (ROOT / "benchmarks" / "token_cache.py").exists():
         assert isinstance(result["token_cache_speedup"], float) and result["token_cache_speedup"] > 0
+    for stage in ("transformer", "tokenizer"):
+        ac = result["activation_checkpointing"][stage]
+        assert isinstance(ac["time_overhead_frac"], float), (stage, ac)
+        if ac["saved_gb"] is not None:  # None where /proc/self/clear_refs cannot reset the peak RSS
+            assert isinstance(ac["saved_gb"], float) and isinstance(ac["saved_frac"], float) and ac["saved_frac"] < 1
     assert "errors" not in result
     # the printed table names every measurement
-    for label in ("transformer forward", "decode overhead", "3D-VQ", "training step", "reader"):
+    for label in ("transformer forward", "decode overhead", "3D-VQ", "training step", "reader",
+                  "activation checkpointing"):
         assert label in proc.stdout
 
 
