@@ -115,8 +115,14 @@ class Timing:
         return {"run_seconds": [s.seconds for s in self.samples], "run_peak_gflops": [s.peak_gflops for s in self.samples]}
 
 
+def reference_dtype(dev: torch.device) -> torch.dtype:
+    """The dtype of the reference matmul: float32 on the CPU (what runs there), bfloat16 on CUDA (what training
+    runs there under ``bf16-mixed``), so that GPU results read as fractions of the bf16 peak."""
+    return torch.bfloat16 if dev.type == "cuda" else torch.float32
+
+
 def reference_peak(cfg: Sizes, dev: torch.device) -> float:
-    return matmul_gflops(cfg.peak_n, repeats=cfg.peak_repeats, device=dev.type)
+    return matmul_gflops(cfg.peak_n, repeats=cfg.peak_repeats, device=dev.type, dtype=reference_dtype(dev))
 
 
 def interleaved(fn: Callable[[], object], cfg: Sizes, dev: torch.device, repeats: int,
