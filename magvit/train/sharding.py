@@ -1,13 +1,15 @@
 """Fully sharded training (``--trainer.strategy fsdp``): PyTorch's FSDP2 and sharded checkpoints.
 
 Sharding: :func:`shard` applies ``torch.distributed.fsdp.fully_shard`` to each unit a model names through a
-``shard_units()`` method (the transformer's blocks, the tokenizer's encoder and decoder levels, the
-discriminator's blocks: the same units activation checkpointing recomputes), then to the model itself for
-what is left (embeddings, heads, norms). Each unit's parameters are all-gathered just before its forward and
+``shard_units()`` method (the transformer's blocks, the tokenizer's encoder levels and its decoder levels'
+blocks and upsampling convs, the discriminator's blocks), then to the model itself for what is left
+(embeddings, heads, norms, the codebook). A phase whose ``PhaseSpec.shardable`` is False (the discriminator,
+differentiated twice by its R1 penalty) stays data-parallel. Each unit's parameters are all-gathered just before its forward and
 backward and freed after, so a process holds one unit's full weights at a time, plus its shard of the rest.
 
 Checkpoints (``last.dcp/``): every process writes its own shards through ``torch.distributed.checkpoint``
-(DCP), which also reshards on load, so a run resumes on another number of processes. DCP keeps only
+(DCP), which also reshards on load, so a run can resume on another number of processes (with
+``--resume_override``: each process draws its own random numbers, so that resume is not exact). DCP keeps only
 tensors here; everything else a checkpoint holds (step, data position, schedules, the optimiser's
 hyperparameters, the run's config, each rank's RNG states) is in ``trainer.pt`` beside them, written by rank
 0 and read with ``weights_only=True``. DCP's own index (``.metadata``) is a pickle, which
