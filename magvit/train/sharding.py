@@ -8,8 +8,9 @@ differentiated twice by its R1 penalty) stays data-parallel. Each unit's paramet
 backward and freed after, so a process holds one unit's full weights at a time, plus its shard of the rest.
 
 Checkpoints (``last.dcp/``): every process writes its own shards through ``torch.distributed.checkpoint``
-(DCP), which also reshards on load, so a run can resume on another number of processes (with
-``--resume_override``: each process draws its own random numbers, so that resume is not exact). DCP keeps only
+(DCP), which reshards on load, so a run can resume on another number of processes (with
+``--resume_override``: each process draws its own random numbers, so that resume is not exact; the tests
+resume on the same number only). DCP keeps only
 tensors here; everything else a checkpoint holds (step, data position, schedules, the optimiser's
 hyperparameters, the run's config, each rank's RNG states) is in ``trainer.pt`` beside them, written by rank
 0 and read with ``weights_only=True``. DCP's own index (``.metadata``) is a pickle, which
