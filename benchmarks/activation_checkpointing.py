@@ -36,7 +36,7 @@ from typing import Any
 import attrs
 import torch
 
-from benchmarks.common import Sample, Sizes, Timing, child_main, interleaved, peak_rss_gb
+from benchmarks.common import Sample, Sizes, Timing, child_main, interleaved, peak_rss_gb, proc_status_gb
 from benchmarks.transformer_forward import build
 from magvit.kernels.malloc import keep_freed_memory, release_freed_memory
 from magvit.objective import token_loss
@@ -58,14 +58,8 @@ class Workload:
 
 def _rss_gb() -> float:
     """Resident set size now (``VmRSS``), or 0.0 where ``/proc`` is missing."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024 / 1e9  # kB
-    except OSError:
-        pass
-    return 0.0
+    rss = proc_status_gb("VmRSS")
+    return 0.0 if rss is None else rss
 
 
 def _reset_peak_rss() -> bool:

@@ -66,15 +66,23 @@ def sync(dev: torch.device) -> None:
 # -- memory ---------------------------------------------------------------------------------------------
 
 
-def peak_rss_gb() -> float:
-    """Peak resident set size of this process so far (``VmHWM``; ``ru_maxrss`` where /proc is missing)."""
+def proc_status_gb(field: str) -> float | None:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in GB; None where /proc is missing."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024 / 1e9  # kB
     except OSError:
         pass
+    return None
+
+
+def peak_rss_gb() -> float:
+    """Peak resident set size of this process so far (``VmHWM``; ``ru_maxrss`` where /proc is missing)."""
+    peak = proc_status_gb("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # kB on Linux

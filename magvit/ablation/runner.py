@@ -53,7 +53,7 @@ from magvit.metrics.reconstruction import evaluate_reconstruction
 from magvit.pipeline import MagvitPipeline, load_tokenizer_weights
 from magvit.registry import task_names
 from magvit.train import fit
-from magvit.train.fit_config import fit_parser, instantiate_fit, parse_fit_config
+from magvit.train.fit_config import fit_parser, instantiate_fit, parse_fit_config, setting_default
 from magvit.train.tokenize import tokenize_shards
 
 __all__ = ["machine", "run_study"]
@@ -69,9 +69,9 @@ _UNHASHED = ("resume", "resume_override", "device")
 _UNHASHED_TRAINER = ("out_dir", "progress", "tensorboard", "log_every", "ckpt_every", "sample_every")
 #: model settings that trade memory for time and leave every value and gradient unchanged
 _UNHASHED_MODEL = ("activation_checkpointing",)
-#: trainer settings left out of the hash at these values: a run at the default computes what a config without
-#: the setting computes, so both keep one key; any other value is part of the key
-_UNHASHED_TRAINER_DEFAULTS = {"precision": "32", "strategy": "ddp", "compile": False}
+#: trainer settings left out of the hash at their default (``setting_default``): a run at the default computes
+#: what a config without the setting computes, so both keep one key; any other value is part of the key
+_UNHASHED_AT_DEFAULT = ("precision", "strategy", "compile")
 _OUT = "OUT/"
 
 
@@ -105,7 +105,8 @@ def _hashed_part(config: dict[str, Any]) -> dict[str, Any]:
     """What a training run computes: its config without where it writes and how it is watched."""
     kept = {k: v for k, v in config.items() if k not in _UNHASHED}
     kept["trainer"] = {k: v for k, v in config.get("trainer", {}).items()
-                       if k not in _UNHASHED_TRAINER and (k, v) not in _UNHASHED_TRAINER_DEFAULTS.items()}
+                       if k not in _UNHASHED_TRAINER
+                       and not (k in _UNHASHED_AT_DEFAULT and v == setting_default(config, f"trainer.{k}"))}
     model = config.get("model", {})
     if "init_args" in model:
         kept["model"] = {**model, "init_args": {k: v for k, v in model["init_args"].items() if k not in _UNHASHED_MODEL}}
