@@ -101,11 +101,38 @@ def render_report(study: Study, results: Mapping[str, Any], plots: Sequence[str]
         rows.append([f"{c['better']} > {c['worse']}", f"`{c['task']}`", str(len(c["seeds"])), mean, interval,
                      c["verdict"]])
     lines += [*_table(["claim", "task", "seeds", "mean difference", "95% interval", "verdict"], rows), ""]
+    lines += _secondary(study, results, tasks)
     lines += _wall_times(results)
     lines += ["## Plots", ""]
     lines += [f"![{name}]({name})" for name in plots] or [
         "None: matplotlib is not installed (`pip install 'magvit[plots]'`)."]
     return "\n".join(lines) + "\n"
+
+
+def _secondary(study: Study, results: Mapping[str, Any], tasks: Sequence[str]) -> list[str]:
+    """Per secondary metric: its per-task table and the paired comparisons on it (labelled: not verdicts)."""
+    if not study.secondary:
+        return []
+    arms = results["arms"]
+    lines = ["## Secondary metrics", "",
+             "Reported beside the pre-registered metric, on the same clips, tasks and seeds; the verdicts above "
+             "are the primary metric's. Each comparison below is the same paired interval on this metric.", ""]
+    for m in study.secondary:
+        direction = "higher" if m.higher_is_better else "lower"
+        lines += [f"### `{m.metric}` ({direction} is better)", "", m.why, "",
+                  *_table(["arm", *tasks], [[arm, *(_cell(_values(study, seeds, t, m.metric)) for t in tasks)]
+                                            for arm, seeds in arms.items()]), ""]
+        rows = []
+        for c in results.get("secondary_comparisons", []):
+            if c.get("metric") != m.metric:
+                continue
+            interval = "-" if c.get("low") is None else f"[{c['low']:.4f}, {c['high']:.4f}]"
+            mean = "-" if c.get("mean") is None else f"{c['mean']:.4f}"
+            rows.append([f"{c['better']} > {c['worse']}", f"`{c['task']}`", str(len(c["seeds"])), mean, interval,
+                         c["verdict"]])
+        lines += [*_table(["claim", "task", "seeds", "mean difference", "95% interval", "on this metric"], rows),
+                  ""]
+    return lines
 
 
 def _wall_times(results: Mapping[str, Any]) -> list[str]:

@@ -17,7 +17,9 @@ Layout of ``--out``::
     data/<hash>/{train,val}/          the synthetic clips of a data spec
     runs/<stage>-<hash>/              one training run (last.pt, metrics.csv, done.json)
     tokens/<hash>/                    token shards of one tokenizer run
-    evals/<stage>-<hash>-<hash>/      one evaluation (done.json holds its scores)
+    evals/<stage>-<hash>-<hash>/      one evaluation (done.json holds its scores); a transformer's held-out
+                                      token metrics (magvit.metrics.likelihood) are a second one, merged
+                                      into the same per-task scores
     <study name>/results.json         every seed's scores per arm, configs, wall times, the machine
     <study name>/report.md            the tables (magvit.ablation.report) and plots (magvit.ablation.plots)
     <study name>-smoke/               the same for ``--smoke`` (its runs are other runs: other hashes)
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
@@ -49,6 +52,7 @@ from magvit.data import make_eval_loader, write_synthetic
 from magvit.data.atomic import write_text_atomic
 from magvit.errors import InputError
 from magvit.metrics.evaluation import evaluate_tasks
+from magvit.metrics.likelihood import TOKEN_FIELDS, evaluate_token_likelihood
 from magvit.metrics.reconstruction import evaluate_reconstruction
 from magvit.pipeline import MagvitPipeline, load_tokenizer_weights
 from magvit.registry import task_names
@@ -308,6 +312,7 @@ class _Steps:
         """Train, tokenise and evaluate what ``runs`` needs and return the evaluation's record; with ``run``
         False only what is already done is read (None when the evaluation is not)."""
         folder = self._eval_folder(runs.model, spec, out)
+        token_folder = None if tokenizer_only else self._eval_folder(runs.model, _token_spec(spec), out)
         if not run:
             done = _read_done(folder)
             if done is None:
@@ -316,14 +321,34 @@ class _Steps:
                 record = _read_done(step.folder)
                 if record is not None:
                     self.records.setdefault(step.name, record)
-            return done
+            return _with_token_scores(done, None if token_folder is None else _read_done(token_folder))
         for step in runs.steps():
             self.tokenize(step) if isinstance(step, TokenRun) else self.train(step)
-        return self.evaluate(runs.model, tokenizer_only, spec, val, folder)
+        done = self.evaluate(runs.model, tokenizer_only, spec, val, folder)
+        if token_folder is None:
+            return done
+        return _with_token_scores(done, self.evaluate_tokens(runs.model, spec, val, token_folder))
 
     @staticmethod
     def _eval_folder(model: TrainRun, spec: dict[str, Any], out: Path) -> Path:
         return out / "evals" / f"{model.name}-{_hash({'model': model.key, 'evaluation': spec})}"
+
+    def evaluate_tokens(self, model: TrainRun, spec: dict[str, Any], val: Path, folder: Path) -> dict[str, Any]:
+        """The held-out token metrics of transformer ``model`` (:mod:`magvit.metrics.likelihood`) once into
+        ``folder``, on the clips and tasks of the evaluation ``spec``."""
+        done = _read_done(folder)
+        if done is not None:
+            return done
+        self._say(f"scoring the held-out tokens of {model.name}")
+        start = time.perf_counter()
+        pipe = MagvitPipeline.from_checkpoint(model.checkpoint)
+        loader = make_eval_loader(val, spec["batch_size"])
+        scores = evaluate_token_likelihood(pipe, loader, spec["tasks"], max_clips=spec["num_clips"])
+        done = {"model": model.name, "evaluation": _token_spec(spec),
+                "scores": {name: attrs.asdict(s) for name, s in scores.items()},
+                "seconds": round(time.perf_counter() - start, 3)}
+        _write_done(folder, done)
+        return done
 
     def evaluate(self, model: TrainRun, tokenizer_only: bool, spec: dict[str, Any], val: Path,
                  folder: Path) -> dict[str, Any]:
@@ -353,6 +378,25 @@ class _Steps:
                 "seconds": round(time.perf_counter() - start, 3)}
         _write_done(folder, done)
         return done
+
+
+def _token_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What the held-out token metrics of an evaluation spec depend on (not its decoding settings)."""
+    return {"token_likelihood": {k: spec[k] for k in ("tasks", "num_clips", "batch_size")}}
+
+
+def _with_token_scores(done: dict[str, Any], tokens: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An evaluation record with the token metrics of ``tokens`` (a done record of
+    :meth:`_Steps.evaluate_tokens`, None when not scored) added to its per-task scores, and their mean over
+    the tasks that have them to ``average``."""
+    if tokens is None:
+        return done
+    scores = {task: {**values, **tokens["scores"].get(task, {})} for task, values in done["scores"].items()}
+    for key in TOKEN_FIELDS:
+        values = [s[key] for s in tokens["scores"].values() if s.get(key) is not None]
+        # fsum: exact, so the mean does not depend on the order of the tasks (a done record's keys are sorted)
+        scores.setdefault("average", {})[key] = math.fsum(values) / len(values) if values else None
+    return {**done, "scores": scores, "token_seconds": tokens["seconds"]}
 
 
 def _data(study: Study, out: Path, smoke: bool) -> tuple[Path, dict[str, Any]]:
@@ -413,7 +457,7 @@ def run_study(study_path: str | os.PathLike[str], out: str | os.PathLike[str], s
                 continue
             scores[arm][str(seed)] = {"runs": runs.names(),
                                       "scores": record["scores"], "repeats": record["repeats"],
-                                      "eval_seconds": record["seconds"]}
+                                      "eval_seconds": record["seconds"] + record.get("token_seconds", 0.0)}
             results = _results(study, smoke, data_record, eval_spec, scores, steps)
             report = _write_results(study, results, results_dir)
     if not any(scores.values()):
@@ -438,28 +482,39 @@ def _write_results(study: Study, results: dict[str, Any], folder: Path) -> Path:
 
 
 def primary_values(study: Study, scores: Mapping[str, Mapping[str, Any]], arm: str, seeds: Sequence[str],
-                   task: str | None = None) -> list[float | None]:
-    """The primary metric of ``arm`` for each seed (of ``task`` when given)."""
+                   task: str | None = None, metric: str | None = None) -> list[float | None]:
+    """The primary metric (or ``metric``) of ``arm`` for each seed (of ``task`` when given)."""
     task = "reconstruction" if study.tokenizer_only else (task or study.primary.task)
-    return [scores[arm][seed]["scores"].get(task, {}).get(study.primary.metric) for seed in seeds]
+    metric = metric or study.primary.metric
+    return [scores[arm][seed]["scores"].get(task, {}).get(metric) for seed in seeds]
 
 
-def _comparisons(study: Study, scores: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _comparisons(study: Study, scores: Mapping[str, Mapping[str, Any]], metric: str | None = None,
+                 higher_is_better: bool | None = None) -> list[dict[str, Any]]:
+    """Every comparison of the study on the primary metric, or on ``metric`` (a secondary one)."""
+    higher = study.primary.higher_is_better if higher_is_better is None else higher_is_better
     out = []
     for c in study.comparisons:
         entry: dict[str, Any] = {"better": c.better, "worse": c.worse,
                                  "task": "reconstruction" if study.tokenizer_only else (c.task or study.primary.task)}
+        if metric is not None:
+            entry.update(metric=metric, higher_is_better=higher)
         seeds = [s for s in map(str, study.seeds) if s in scores.get(c.better, {}) and s in scores.get(c.worse, {})]
-        better = primary_values(study, scores, c.better, seeds, c.task)
-        worse = primary_values(study, scores, c.worse, seeds, c.task)
+        better = primary_values(study, scores, c.better, seeds, c.task, metric)
+        worse = primary_values(study, scores, c.worse, seeds, c.task, metric)
         entry.update(seeds=[int(s) for s in seeds], better_values=better, worse_values=worse)
         if not seeds or any(v is None for v in better + worse):
-            entry.update(verdict="inconclusive", note="no seed has both arms' primary metric yet")
+            entry.update(verdict="inconclusive", note=f"no seed has both arms' {metric or 'primary metric'} yet")
         else:
-            diff = paired_difference(better, worse, study.primary.higher_is_better)
+            diff = paired_difference(better, worse, higher)
             entry.update(attrs.asdict(diff), verdict=diff.verdict)
         out.append(entry)
     return out
+
+
+def secondary_comparisons(study: Study, scores: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The comparisons on each secondary metric (each entry names its ``metric``)."""
+    return [entry for m in study.secondary for entry in _comparisons(study, scores, m.metric, m.higher_is_better)]
 
 
 def _results(study: Study, smoke: bool, data_record: dict[str, Any], eval_spec: dict[str, Any],
@@ -471,5 +526,7 @@ def _results(study: Study, smoke: bool, data_record: dict[str, Any], eval_spec: 
             "primary_metric": attrs.asdict(study.primary), "seeds": study.seeds,
             "seed_stages": list(study.seed_stages), "data": data_record, "evaluation": eval_spec,
             "machine": machine(), "runs": runs, "arms": scores,
-            "comparisons": _comparisons(study, scores), "paper": attrs.asdict(study.paper),
+            "comparisons": _comparisons(study, scores),
+            "secondary_metrics": [attrs.asdict(m) for m in study.secondary],
+            "secondary_comparisons": secondary_comparisons(study, scores), "paper": attrs.asdict(study.paper),
             "this_invocation": steps.log}

@@ -10,6 +10,11 @@ Its keys:
     ``average`` (the mean over the evaluated tasks, as the paper's MT8 column; ``reconstruction`` for a
     tokenizer study); ``metric`` a score of :class:`~magvit.metrics.evaluation.TaskScores` (or ``psnr`` /
     ``ssim`` / ``fvd`` of a reconstruction).
+``secondary_metrics``
+    optional, a list of ``{metric, higher_is_better, why}``: other scores of the same tasks whose paired
+    comparisons the report shows beside the primary ones, labelled secondary (the verdicts stay the primary
+    metric's). Besides :class:`~magvit.metrics.evaluation.TaskScores`, a transformer study scores the held-out
+    token metrics of :mod:`magvit.metrics.likelihood` (``token_nll``, ``token_accuracy``) for every arm.
 ``base``
     ``{tokenizer: CONFIG, transformer: CONFIG}``: configs as ``magvit fit --config`` takes them (shipped names
     such as ``tiny/tokenizer``, or files). Without ``transformer`` every arm is a tokenizer, scored by its
@@ -48,8 +53,12 @@ import attrs
 import yaml
 
 from magvit.errors import InputError
+from magvit.metrics.evaluation import SCORE_FIELDS
+from magvit.metrics.likelihood import TOKEN_FIELDS
+from magvit.metrics.reconstruction import ReconstructionScores
 
-__all__ = ["STAGES", "Comparison", "DataSpec", "EvalSpec", "PaperNumbers", "PrimaryMetric", "Study", "load_study"]
+__all__ = ["STAGES", "Comparison", "DataSpec", "EvalSpec", "PaperNumbers", "PrimaryMetric", "SecondaryMetric", "Study",
+           "load_study"]
 
 STAGES = ("tokenizer", "transformer")
 #: the key of an override value that names another arm's checkpoint
@@ -61,6 +70,15 @@ class PrimaryMetric:
     """The pre-registered metric: ``metric`` of ``task`` (``average``: mean over the evaluated tasks)."""
 
     task: str
+    metric: str
+    higher_is_better: bool
+    why: str
+
+
+@attrs.frozen
+class SecondaryMetric:
+    """A metric reported beside the primary one, on the same tasks and comparisons (not a verdict)."""
+
     metric: str
     higher_is_better: bool
     why: str
@@ -126,6 +144,7 @@ class Study:
     path: str
     #: the arms, each after those whose checkpoints it names (``checkpoint_of``)
     arm_order: tuple[str, ...] = ()
+    secondary: tuple[SecondaryMetric, ...] = ()
 
     @property
     def tokenizer_only(self) -> bool:
@@ -224,6 +243,15 @@ def _check_paper_values(values: Any, where: str) -> None:
             raise InputError(f"{where}: paper.values.{arm} must map each task to a number, got {numbers!r}")
 
 
+def _check_metric(metric: str, tokenizer_only: bool, where: str) -> None:
+    """``metric`` is a score the runner records for this kind of study."""
+    known = ([f for f in attrs.fields_dict(ReconstructionScores) if f != "num_clips"] if tokenizer_only
+             else [*SCORE_FIELDS, *TOKEN_FIELDS])
+    if metric not in known:
+        kind = "a tokenizer study (reconstructions)" if tokenizer_only else "a transformer study"
+        raise InputError(f"{where}: metric {metric!r} is not a score of {kind}; expected one of {known}")
+
+
 def load_study(path: str | os.PathLike[str]) -> Study:
     """Read and check a study file (see the module docstring for its keys).
 
@@ -239,7 +267,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         raise InputError(f"{where}: expected a mapping with keys name, table, primary_metric, base, arms, seeds, "
                          "data, evaluation, comparisons")
     _known(raw, ("name", "table", "primary_metric", "base", "shared", "arms", "seeds", "seed_stages", "data",
-                 "evaluation", "comparisons", "paper"), where)
+                 "evaluation", "comparisons", "paper", "secondary_metrics"), where)
     primary = _record(PrimaryMetric, _require(raw, "primary_metric", where), f"{where}: primary_metric")
     base = _require(raw, "base", where)
     if not isinstance(base, Mapping) or not base.get("tokenizer"):
@@ -272,6 +300,16 @@ def load_study(path: str | os.PathLike[str]) -> Study:
             if arm not in arms:
                 raise InputError(f"{where}: comparisons[{i}] names arm {arm!r}; the arms are {list(arms)}")
         comparisons.append(comparison)
+    secondary_raw = raw.get("secondary_metrics") or []
+    if not isinstance(secondary_raw, list):
+        raise InputError(f"{where}: secondary_metrics must be a list of {{metric, higher_is_better, why}}, "
+                         f"got {secondary_raw!r}")
+    secondary = tuple(_record(SecondaryMetric, item, f"{where}: secondary_metrics[{i}]")
+                      for i, item in enumerate(secondary_raw))
+    tokenizer_only = base.get("transformer") is None
+    _check_metric(primary.metric, tokenizer_only, f"{where}: primary_metric")
+    for i, item in enumerate(secondary):
+        _check_metric(item.metric, tokenizer_only, f"{where}: secondary_metrics[{i}]")
     paper = _record(PaperNumbers, raw.get("paper"), f"{where}: paper")
     _check_paper_values(paper.values, where)
     for arm in paper.values:
@@ -283,4 +321,4 @@ def load_study(path: str | os.PathLike[str]) -> Study:
                  seed_stages=tuple(s for s in STAGES if s in seed_stages),
                  data=_record(DataSpec, raw.get("data"), f"{where}: data"),
                  evaluation=_record(EvalSpec, raw.get("evaluation"), f"{where}: evaluation"),
-                 comparisons=comparisons, paper=paper, path=where, arm_order=arm_order)
+                 comparisons=comparisons, paper=paper, path=where, arm_order=arm_order, secondary=secondary)

@@ -32,7 +32,7 @@ class Counter:
 
 def _run(monkeypatch, study: str, out: Path, *extra: str) -> dict[str, Counter]:
     calls = {name: Counter(getattr(runner, name)) for name in ("fit", "evaluate_tasks", "evaluate_reconstruction",
-                                                             "tokenize_shards")}
+                                                             "tokenize_shards", "evaluate_token_likelihood")}
     for name, counter in calls.items():
         monkeypatch.setattr(runner, name, counter)
     assert main(["ablate", str(STUDIES / f"{study}.yaml"), "--out", str(out), "--smoke", *extra]) == 0
@@ -65,13 +65,18 @@ def test_table5_trains_one_tokenizer_and_one_set_of_tokens_for_every_arm(smoke):
     assert set(results["machine"]) >= {"platform", "cpu_count", "torch"}
     stages = sorted(r["stage"] for r in results["runs"].values())
     assert stages == ["tokenizer"] + ["tokens"] + ["transformer"] * 10
-    assert counts["table5"] == {"fit": 11, "evaluate_tasks": 10, "evaluate_reconstruction": 0, "tokenize_shards": 1}
+    assert counts["table5"] == {"fit": 11, "evaluate_tasks": 10, "evaluate_reconstruction": 0, "tokenize_shards": 1,
+                                "evaluate_token_likelihood": 10}
     assert list(results["arms"]) == TABLE5_ARMS
     for arm, seeds in results["arms"].items():
         assert list(seeds) == ["0", "1"]
         for seed, entry in seeds.items():
             assert list(entry["scores"]) == [*MT8, "average"]
             assert all(math.isfinite(entry["scores"][t]["psnr_generated"]) for t in MT8)
+            # the held-out token metrics beside the decoding's scores, and their mean over the tasks
+            nll = [entry["scores"][t]["token_nll"] for t in MT8]
+            assert all(n > 0 for n in nll) and entry["scores"]["average"]["token_nll"] == pytest.approx(sum(nll) / 8)
+            assert 0 <= entry["scores"]["average"]["token_accuracy"] <= 1
             assert entry["scores"]["fp"]["num_clips"] == 2 and entry["scores"]["fp"]["fvd"] is None
             tokenizer = results["runs"][entry["runs"]["tokenizer"]]
             transformer = results["runs"][entry["runs"]["transformer"]]
@@ -95,7 +100,15 @@ def test_table5_trains_one_tokenizer_and_one_set_of_tokens_for_every_arm(smoke):
         assert c["better_values"] == [arms[c["better"]][s]["scores"][c["task"]]["psnr_generated"] for s in "01"]
         assert c["n"] == 2 and c["low"] <= c["mean"] <= c["high"]
         assert c["verdict"] in ("reproduced", "not reproduced", "inconclusive")
+    secondary = results["secondary_comparisons"]
+    assert [m["metric"] for m in results["secondary_metrics"]] == ["token_nll", "token_accuracy"]
+    assert len(secondary) == 2 * len(results["comparisons"])
+    for c in secondary:
+        arms = results["arms"]
+        assert c["better_values"] == [arms[c["better"]][s]["scores"][c["task"]][c["metric"]] for s in "01"]
+        assert c["higher_is_better"] == (c["metric"] == "token_accuracy") and c["n"] == 2
     report = (out / "table5-smoke" / "report.md").read_text()
+    assert "## Secondary metrics" in report and "### `token_nll` (lower is better)" in report
     assert report.startswith("# Study table5 (paper Table 5)")
     assert "| commit > latent | `average` |" in report and "Smoke run" in report
     assert "| commit | 48 | 33 |" in report  # the paper's numbers beside ours
@@ -111,12 +124,19 @@ def test_studies_in_one_folder_share_their_common_runs(smoke):
         assert t6["arms"]["commit"][seed]["runs"] == t5["arms"]["commit"][seed]["runs"]
         assert t6["arms"]["maskgit"][seed]["runs"] == t5["arms"]["latent"][seed]["runs"]
         assert t4["arms"]["multi_task"][seed]["scores"] == t5["arms"]["commit"][seed]["scores"]
-    assert counts["table4"] == {"fit": 4, "evaluate_tasks": 4, "evaluate_reconstruction": 0, "tokenize_shards": 0}
+    assert counts["table4"] == {"fit": 4, "evaluate_tasks": 4, "evaluate_reconstruction": 0, "tokenize_shards": 0,
+                                "evaluate_token_likelihood": 4}
     # table 6: the ar arm, and the 2D-VQ with its own tokens and latent-masking transformer; every arm is scored
     # anew (on fp alone)
-    assert counts["table6"] == {"fit": 5, "evaluate_tasks": 8, "evaluate_reconstruction": 0, "tokenize_shards": 1}
+    assert counts["table6"] == {"fit": 5, "evaluate_tasks": 8, "evaluate_reconstruction": 0, "tokenize_shards": 1,
+                                "evaluate_token_likelihood": 8}
+    # an autoregressive model factorises the clip otherwise: no first-step token metrics
+    assert t6["arms"]["ar"]["0"]["scores"]["fp"]["token_nll"] is None
+    assert t6["arms"]["maskgit_2d"]["0"]["scores"]["fp"]["token_nll"] > 0
+    assert "## Secondary metrics" not in (out / "table6-smoke" / "report.md").read_text()  # none registered
     # table 7: seed 0's 3D-VQ and 2D-VQ are table 6's tokenizers, seed 1's are new; both inflations per seed
-    assert counts["table7"] == {"fit": 6, "evaluate_tasks": 0, "evaluate_reconstruction": 8, "tokenize_shards": 0}
+    assert counts["table7"] == {"fit": 6, "evaluate_tasks": 0, "evaluate_reconstruction": 8, "tokenize_shards": 0,
+                                "evaluate_token_likelihood": 0}
     assert t7["arms"]["vq3d"]["0"]["runs"]["tokenizer"] == t5["arms"]["commit"]["0"]["runs"]["tokenizer"]
     assert t7["arms"]["vq2d"]["0"]["runs"]["tokenizer"] == t6["arms"]["maskgit_2d"]["0"]["runs"]["tokenizer"]
     assert t6["arms"]["maskgit_2d"]["1"]["runs"]["tokenizer"] == t6["arms"]["maskgit_2d"]["0"]["runs"]["tokenizer"]
@@ -153,7 +173,8 @@ def test_an_unfinished_training_resumes_from_its_checkpoint(smoke, monkeypatch):
     (out / "runs" / name / "done.json").unlink()  # as if killed after its last checkpoint
     calls = _run(monkeypatch, "table5", out)
     assert len(calls["fit"].results) == 1 and not calls["fit"].results[0].trained  # at max_steps: nothing to redo
-    assert calls["evaluate_tasks"].results == []  # its evaluation had finished
+    assert calls["evaluate_tasks"].results == []  # its evaluations had finished
+    assert calls["evaluate_token_likelihood"].results == []
     record = json.loads((out / "runs" / name / "done.json").read_text())
     assert record["resumed"] is True and record["step"] == 2
 
@@ -163,6 +184,7 @@ def test_one_arm_and_seed_rerun_in_a_fresh_folder_reproduce_their_metrics(smoke,
     recorded = _results(out, "table5")["arms"]["latent"]["1"]
     calls = _run(monkeypatch, "table5", tmp_path, "--arms", '["latent"]', "--seeds", "[1]")
     assert len(calls["fit"].results) == 2 and len(calls["evaluate_tasks"].results) == 1  # tokenizer, transformer
+    assert len(calls["evaluate_token_likelihood"].results) == 1
     again = _results(tmp_path, "table5")
     assert again["complete"] is False and list(again["arms"]["latent"]) == ["1"]
     assert again["arms"]["latent"]["1"]["runs"] == recorded["runs"]  # the same configs, by hash

@@ -128,6 +128,20 @@ BAD = {
                                    ["paper.values.b must map each task to a number"]),
     "paper values not a mapping": ({"values: {a: {fp: 48}, b: {fp: 74}}": "values: null"},
                                    ["paper.values must map each arm"]),
+    "an unknown primary metric": ({"metric: psnr_generated": "metric: fvd_generated"},
+                                  ["primary_metric: metric 'fvd_generated' is not a score of a transformer study",
+                                   "'token_nll'"]),
+    "a tokenizer study scored by a generation metric": (
+        {"base: {tokenizer: tiny/tokenizer, transformer: tiny/transformer}": "base: {tokenizer: tiny/tokenizer}"},
+        ["metric 'psnr_generated' is not a score of a tokenizer study", "['psnr', 'ssim', 'fvd']"]),
+    "an unknown secondary metric": ({"seeds: [0, 1]": "seeds: [0, 1]\nsecondary_metrics: [{metric: nll, "
+                                     "higher_is_better: false, why: w}]"},
+                                    ["secondary_metrics[0]: metric 'nll' is not a score"]),
+    "a secondary metric without a direction": ({"seeds: [0, 1]": "seeds: [0, 1]\nsecondary_metrics: "
+                                                "[{metric: token_nll, why: w}]"},
+                                               ["secondary_metrics[0]", "higher_is_better"]),
+    "secondary metrics not a list": ({"seeds: [0, 1]": "seeds: [0, 1]\nsecondary_metrics: token_nll"},
+                                     ["secondary_metrics must be a list"]),
     "not YAML": ("name: [s\ntable: 5\n", ["not valid YAML"]),
     "a list, not a mapping": ("- name: s\n- table: 5\n", ["expected a mapping with keys name, table"]),
     "an empty file": ("", ["expected a mapping with keys name, table"]),
@@ -140,6 +154,19 @@ def test_the_good_study_loads(tmp_path):
     assert study.arms["b"] == {"tokenizer": {}, "transformer": {"model.init_args.objective.method": "latent"}}
     assert (study.seeds, study.seed_stages) == ([0, 1], ("transformer",))
     assert study.paper.values == {"a": {"fp": 48}, "b": {"fp": 74}}
+
+
+def test_secondary_metrics_are_read_in_order(tmp_path):
+    text = _edited({"seeds: [0, 1]": "seeds: [0, 1]\nsecondary_metrics:\n"
+                    "  - {metric: token_nll, higher_is_better: false, why: sampling-free}\n"
+                    "  - {metric: ssim, higher_is_better: true, why: structure}"})
+    study = load_study(_write(tmp_path, text))
+    assert [(m.metric, m.higher_is_better, m.why) for m in study.secondary] == [
+        ("token_nll", False, "sampling-free"), ("ssim", True, "structure")]
+    assert load_study(_write(tmp_path, GOOD)).secondary == ()
+    shipped = {t: [m.metric for m in load_study(config_dir() / "ablations" / f"table{t}.yaml").secondary]
+               for t in SHIPPED}
+    assert shipped == {4: ["token_nll", "token_accuracy"], 5: ["token_nll", "token_accuracy"], 6: [], 7: []}
 
 
 def test_seed_stages_default_to_both_stages(tmp_path):
