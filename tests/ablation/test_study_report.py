@@ -222,6 +222,31 @@ def test_the_comparisons_show_the_paired_interval_and_verdict(tmp_path):
         ""]
 
 
+def test_secondary_metrics_get_their_tables_and_paired_intervals(tmp_path):
+    from magvit.ablation.runner import secondary_comparisons
+
+    study = _study(tmp_path, STUDY + "secondary_metrics: [{metric: ssim, higher_is_better: false, why: Spread.}]\n")
+    results = _results(study)
+    for arm, shift in (("a", 0.0), ("b", 0.1)):  # b's ssim is 0.1 above a's on every seed and task
+        for entry in results["arms"][arm].values():
+            for scores in entry["scores"].values():
+                scores["ssim"] += shift
+    results["secondary_comparisons"] = secondary_comparisons(study, results["arms"])
+    lines = render_report(study, results).splitlines()
+    section = lines[lines.index("## Secondary metrics"):lines.index("## Wall time and machine")]
+    assert section[4:] == [
+        "### `ssim` (lower is better)", "", "Spread.", "",
+        "| arm | fp | fi | average |", "|---|---|---|---|",
+        "| a | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.500 ± 0.000 |",
+        "| b | 0.600 ± 0.000 | 0.600 ± 0.000 | 0.600 ± 0.000 |",
+        "| c | 0.500 ± 0.000 (n=1) | 0.500 ± 0.000 (n=1) | 0.500 ± 0.000 (n=1) |", "",
+        "| claim | task | seeds | mean difference | 95% interval | on this metric |", "|---|---|---|---|---|---|",
+        "| a > b | `average` | 2 | 0.1000 | [0.1000, 0.1000] | reproduced |",
+        "| a > b | `fp` | 2 | 0.1000 | [0.1000, 0.1000] | reproduced |",
+        "| b > c | `average` | 1 | -0.1000 | - | inconclusive |", ""]
+    assert "## Secondary metrics" not in render_report(_study(tmp_path), _results(_study(tmp_path)))
+
+
 def test_a_comparison_without_values_has_no_numbers(tmp_path):
     study = _study(tmp_path)
     results = _results(study)
