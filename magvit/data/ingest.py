@@ -53,7 +53,7 @@ from magvit.data.shard_format import (
     sample_key,
     write_meta,
 )
-from magvit.data.shards import ShardSink, prepare_output_dir
+from magvit.data.shards import ShardSink, dataset_folder
 from magvit.data.video_io import READ_EXTENSIONS, VideoReadError, decode_video
 from magvit.data.video_store import encode_segment, segment_bounds
 from magvit.errors import InputError, MagvitError
@@ -255,69 +255,71 @@ def write_shards(
     local_path(out, "output folder", use="writes data to")  # before anything is read
     root = Path(src)
     listing = find_videos(root)
-    out_dir = prepare_output_dir(out, overwrite=overwrite)
-    label_of = {name: i for i, name in enumerate(listing.class_names)}
-    skipped = list(listing.skipped)
-    truncated: list[ShortVideo] = []
-    counts: Counter[str] = Counter()
-    span = clip_span(frames, stride)
-    with ShardSink(out_dir, shard_size=shard_size) as sink:
-        for index, video in enumerate(tqdm(listing.videos, desc="ingest", unit="video", disable=not progress)):
-            rel = video.path.relative_to(root).as_posix()
-            try:
-                video_file = decode_video(video.path, size=size)
-            except (VideoReadError, OSError) as exc:
-                skipped.append(SkippedFile(rel, f"unreadable: {exc}"))
-                continue
-            decoded = video_file.frames
-            if video_file.short:
-                assert video_file.header_frames is not None
-                truncated.append(ShortVideo(rel, video_file.header_frames, len(decoded)))
-                warnings.warn(f"data: {truncated[-1]} (truncated file?); ingesting the frames that decode",
-                              stacklevel=2)
-            label = label_of[video.class_name]
-            if video_store is None:
-                starts = clip_starts(len(decoded), frames=frames, stride=stride, clips_per_video=clips_per_video)
-                samples = _clip_samples(index, rel, decoded, label, starts, frames, stride)
-                count = len(starts)
-            else:
-                bounds = segment_bounds(len(decoded), span, max_segment_frames)
-                samples = _segment_samples(index, rel, decoded, label, bounds, video_store)
-                count = len(bounds)
-            if not count:
-                reason = f"too short: {len(decoded)} frames, one clip needs {span} (frames={frames}, stride={stride})"
-                skipped.append(SkippedFile(rel, reason))
-                continue
-            for sample in samples:
-                sink.write(sample)
-            counts[video.class_name] += count
-    shards = sink.shards
-    if not shards:
-        reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:10])
-        more = f" (and {len(skipped) - 10} more)" if len(skipped) > 10 else ""
-        raise MagvitError(f"no clip could be cut from the {len(listing.videos)} videos under {root}: {reasons}{more}")
-    meta = DatasetMeta(
-        class_names=listing.class_names,
-        clip_shape=(frames, size, size, 3),
-        shards=shards,
-        clips_per_class={name: counts[name] for name in listing.class_names},
-        labelled=listing.labelled,
-        settings={
-            "src": str(root.resolve()),
-            "frames": frames,
-            "size": size,
-            "stride": stride,
-            "clips_per_video": clips_per_video,
-            "shard_size": shard_size,
-        },
-        skipped=tuple(skipped),
-        truncated=tuple(truncated),
-        ignored=listing.ignored,
-        created_by="magvit.data.write_shards",
-        store=store,
-        video=video_store,
-    )
-    write_meta(out_dir, meta)
+    with dataset_folder(out, overwrite=overwrite) as out_dir:
+        label_of = {name: i for i, name in enumerate(listing.class_names)}
+        skipped = list(listing.skipped)
+        truncated: list[ShortVideo] = []
+        counts: Counter[str] = Counter()
+        span = clip_span(frames, stride)
+        with ShardSink(out_dir, shard_size=shard_size) as sink:
+            for index, video in enumerate(tqdm(listing.videos, desc="ingest", unit="video", disable=not progress)):
+                rel = video.path.relative_to(root).as_posix()
+                try:
+                    video_file = decode_video(video.path, size=size)
+                except (VideoReadError, OSError) as exc:
+                    skipped.append(SkippedFile(rel, f"unreadable: {exc}"))
+                    continue
+                decoded = video_file.frames
+                if video_file.short:
+                    assert video_file.header_frames is not None
+                    truncated.append(ShortVideo(rel, video_file.header_frames, len(decoded)))
+                    warnings.warn(f"data: {truncated[-1]} (truncated file?); ingesting the frames that decode",
+                                  stacklevel=2)
+                label = label_of[video.class_name]
+                if video_store is None:
+                    starts = clip_starts(len(decoded), frames=frames, stride=stride, clips_per_video=clips_per_video)
+                    samples = _clip_samples(index, rel, decoded, label, starts, frames, stride)
+                    count = len(starts)
+                else:
+                    bounds = segment_bounds(len(decoded), span, max_segment_frames)
+                    samples = _segment_samples(index, rel, decoded, label, bounds, video_store)
+                    count = len(bounds)
+                if not count:
+                    reason = (f"too short: {len(decoded)} frames, one clip needs {span} (frames={frames}, "
+                              f"stride={stride})")
+                    skipped.append(SkippedFile(rel, reason))
+                    continue
+                for sample in samples:
+                    sink.write(sample)
+                counts[video.class_name] += count
+        shards = sink.shards
+        if not shards:
+            reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:10])
+            more = f" (and {len(skipped) - 10} more)" if len(skipped) > 10 else ""
+            raise MagvitError(f"no clip could be cut from the {len(listing.videos)} videos under {root}: "
+                              f"{reasons}{more}")
+        meta = DatasetMeta(
+            class_names=listing.class_names,
+            clip_shape=(frames, size, size, 3),
+            shards=shards,
+            clips_per_class={name: counts[name] for name in listing.class_names},
+            labelled=listing.labelled,
+            settings={
+                "src": str(root.resolve()),
+                "frames": frames,
+                "size": size,
+                "stride": stride,
+                "clips_per_video": clips_per_video,
+                "shard_size": shard_size,
+            },
+            skipped=tuple(skipped),
+            truncated=tuple(truncated),
+            ignored=listing.ignored,
+            created_by="magvit.data.write_shards",
+            store=store,
+            video=video_store,
+        )
+        write_meta(out_dir, meta)
     return IngestReport(
         out=str(out_dir),
         num_videos=len(listing.videos) + len(listing.skipped),

@@ -6,12 +6,15 @@ to ``shard-NNNNNN.tar``. If writing fails (an exception inside the ``with`` bloc
 shard is deleted instead; the shards completed before it stay, and the caller does not write
 ``meta.json``, so the folder is recognisably incomplete. Samples are encoded by webdataset's own
 extension-based encoder (``.npy`` arrays, ``.cls`` integers, ``.json`` dicts); tar mtimes are fixed so
-the same samples give byte-identical shards.
+the same samples give byte-identical shards. One writer per dataset folder (:func:`dataset_lock`): a second
+``magvit data shards`` or ``magvit data synthetic`` into a folder being written is refused at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,8 +23,9 @@ import webdataset as wds
 from magvit.data.paths import local_path
 from magvit.data.shard_format import META_NAME, SHARD_GLOB, SHARD_PATTERN, ShardInfo
 from magvit.errors import InputError, MagvitError
+from magvit.locking import FolderLock
 
-__all__ = ["ShardSink", "prepare_output_dir"]
+__all__ = ["ShardSink", "dataset_folder", "dataset_lock", "prepare_output_dir"]
 
 _PARTIAL = ".partial"
 
@@ -32,9 +36,7 @@ def prepare_output_dir(out: str | os.PathLike[str], *, overwrite: bool) -> Path:
     Only files this library writes are removed: ``meta.json`` first (so an interrupted clean-up leaves an
     obviously incomplete folder), then ``shard-*.tar`` and leftover ``.partial`` shards.
     """
-    out = local_path(out, "output folder", use="writes data to")
-    if out.exists() and not out.is_dir():
-        raise MagvitError(f"output {out} exists and is not a folder; choose a folder path")
+    out = _local_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     existing = sorted(out.glob(SHARD_GLOB)) + sorted(out.glob(SHARD_GLOB + _PARTIAL))
     meta = out / META_NAME
@@ -47,6 +49,28 @@ def prepare_output_dir(out: str | os.PathLike[str], *, overwrite: bool) -> Path:
     for path in existing:
         path.unlink()
     return out
+
+
+def _local_folder(out: str | os.PathLike[str]) -> Path:
+    out = local_path(out, "output folder", use="writes data to")
+    if out.exists() and not out.is_dir():
+        raise MagvitError(f"output {out} exists and is not a folder; choose a folder path")
+    return out
+
+
+def dataset_lock(out: str | os.PathLike[str]) -> FolderLock:
+    """The lock of one writer on dataset folder ``out`` (:class:`magvit.locking.FolderLock`, taken by ``with``):
+    a second writer into the same folder is refused at once, instead of interleaving its shards with the first
+    one's or clearing them. A writer of several folders takes every lock before it clears any folder."""
+    return FolderLock(_local_folder(out), "dataset folder")
+
+
+@contextlib.contextmanager
+def dataset_folder(out: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Path]:
+    """``out`` locked for this writer until the block ends (:func:`dataset_lock`), then prepared for a new
+    dataset (:func:`prepare_output_dir`)."""
+    with dataset_lock(out):
+        yield prepare_output_dir(out, overwrite=overwrite)
 
 
 class ShardSink:

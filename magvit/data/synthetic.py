@@ -36,6 +36,7 @@ format of :mod:`magvit.data.shard_format` (``meta.json`` included), readable wit
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import math
 import os
 from collections import Counter
@@ -55,7 +56,7 @@ from magvit.data.shard_format import (
     sample_key,
     write_meta,
 )
-from magvit.data.shards import ShardSink, prepare_output_dir
+from magvit.data.shards import ShardSink, dataset_lock, prepare_output_dir
 from magvit.data.video_io import write_video
 from magvit.errors import InputError, MagvitError
 
@@ -432,11 +433,14 @@ def write_synthetic(
     if num_clips < 1 or num_val_clips < 1:
         raise InputError(f"num_clips and num_val_clips must be >= 1, got {num_clips} and {num_val_clips}")
     root = Path(out)
-    dirs = {split: prepare_output_dir(root / split, overwrite=overwrite) for split in SPLITS}
-    reports = (
-        _write_split(dirs["train"], spec, "train", num_clips, seed, shard_size),
-        _write_split(dirs["val"], spec, "val", num_val_clips, seed, shard_size),
-    )
+    with contextlib.ExitStack() as held:
+        for split in SPLITS:  # both locks before either folder is cleared
+            held.enter_context(dataset_lock(root / split))
+        dirs = {split: prepare_output_dir(root / split, overwrite=overwrite) for split in SPLITS}
+        reports = (
+            _write_split(dirs["train"], spec, "train", num_clips, seed, shard_size),
+            _write_split(dirs["val"], spec, "val", num_val_clips, seed, shard_size),
+        )
     return SyntheticReport(str(root), reports, spec.class_names(), (frames, size, size, 3), seed)
 
 

@@ -90,7 +90,8 @@ def test_bad_files_are_skipped_and_reported(video_folder: Path, tmp_path: Path) 
     assert {s.path for s in meta.skipped} == set(reasons)
     on_disk = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert on_disk["num_clips"] == 10 and on_disk["settings"]["frames"] == 8
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["meta.json", "shard-000000.tar"]
+    # the dataset and the (empty) lock file of its writer (magvit.locking)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".magvit.lock", "meta.json", "shard-000000.tar"]
 
 
 def test_flat_folder_is_one_unlabeled_class(tmp_path: Path) -> None:
@@ -126,7 +127,7 @@ def test_no_usable_video_is_an_error_listing_reasons(tmp_path: Path) -> None:
     (tmp_path / "src" / "a" / "x.mp4").write_bytes(b"junk")
     with pytest.raises(MagvitError, match=r"no clip could be cut.*a/x.mp4: unreadable"):
         write_shards(tmp_path / "src", tmp_path / "out")
-    assert list((tmp_path / "out").iterdir()) == []
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [".magvit.lock"]  # no shard, no meta.json
 
 
 def test_existing_dataset_needs_overwrite(video_folder: Path, tmp_path: Path) -> None:
@@ -135,3 +136,14 @@ def test_existing_dataset_needs_overwrite(video_folder: Path, tmp_path: Path) ->
         write_shards(video_folder, tmp_path / "out", frames=8, size=8)
     report = write_shards(video_folder, tmp_path / "out", frames=8, size=8, shard_size=4, overwrite=True)
     assert len(list((tmp_path / "out").glob("shard-*.tar"))) == len(report.shards) == 3
+
+
+def test_a_second_writer_is_refused_before_it_clears_anything(video_folder: Path, tmp_path: Path) -> None:
+    from magvit.locking import FolderLock, FolderLockedError
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "shard-000000.tar").write_bytes(b"the first writer's shard")
+    with FolderLock(tmp_path / "out", "dataset folder"):
+        with pytest.raises(FolderLockedError, match=f"dataset folder {tmp_path / 'out'} is in use"):
+            write_shards(video_folder, tmp_path / "out", frames=8, size=16, overwrite=True)
+    assert (tmp_path / "out" / "shard-000000.tar").read_bytes() == b"the first writer's shard"

@@ -23,6 +23,7 @@ from magvit.data.synthetic import (
     write_synthetic,
 )
 from magvit.errors import InputError
+from tests.helpers.cli import one_line_error
 
 
 def test_same_seed_same_arrays_other_seed_or_split_differs() -> None:
@@ -195,3 +196,18 @@ def test_cli_turn_probability_is_recorded_in_the_meta_settings(tmp_path: Path, c
     capsys.readouterr()
     assert main([*args, "--overwrite", "--turn_probability", "1.5"]) == 2
     assert "turn_probability must be in [0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_a_second_writer_is_refused_before_it_clears_either_split(tmp_path: Path, capsys) -> None:
+    from magvit.locking import FolderLock
+
+    write_synthetic(tmp_path / "d", num_clips=4, num_val_clips=2, frames=4, size=16)
+    before = {p: p.read_bytes() for p in sorted((tmp_path / "d").rglob("*")) if p.is_file() and p.name[0] != "."}
+    # another writer holds the val split: the train split (locked first) must not be cleared either
+    with FolderLock(tmp_path / "d" / "val", "dataset folder"):
+        assert main(["data", "synthetic", "--out", str(tmp_path / "d"), "--num_clips", "4", "--num_val_clips", "2",
+                     "--frames", "4", "--size", "16", "--overwrite"]) == 2
+        one_line_error(capsys, f"dataset folder {tmp_path / 'd' / 'val'} is in use by another magvit process")
+    assert {p: p.read_bytes() for p in sorted((tmp_path / "d").rglob("*")) if p.is_file() and p.name[0] != "."} \
+        == before
+    write_synthetic(tmp_path / "d", num_clips=4, num_val_clips=2, frames=4, size=16, overwrite=True)  # released
