@@ -140,9 +140,19 @@ def _wall_times(results: Mapping[str, Any]) -> list[str]:
     train = sum(r["seconds"] for r in runs if r.get("stage") in ("tokenizer", "transformer"))
     tokens = sum(r["seconds"] for r in runs if r.get("stage") == "tokens")
     evaluation = sum(entry["eval_seconds"] for seeds in results["arms"].values() for entry in seeds.values())
+    resumed = sum(1 for r in runs if r.get("resumed"))
     m = results["machine"]
+    # the threads each run was trained with (its done record); results["machine"] is the invocation's that
+    # wrote the results, which may only have read runs trained before
+    threads = sorted({r["machine"]["torch_threads"] for r in runs if "machine" in r})
+    recorded = "" if not threads else \
+        f" Runs recorded with {' and '.join(map(str, threads))} torch thread{'s' if threads != [1] else ''}."
     return ["## Wall time and machine", "",
             f"Training {train:.1f} s over {sum(1 for r in runs if r.get('stage') != 'tokens')} runs, tokenising "
             f"{tokens:.1f} s, evaluation {evaluation:.1f} s, data {results['data']['seconds']:.1f} s (runs shared "
-            f"with other arms or studies counted once here, in full); total {train + tokens + evaluation:.1f} s. "
-            f"{m['platform']}, {m['cpu_count']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}.", ""]
+            "with other arms or studies counted once here"
+            + (f"; {resumed} run{'s' if resumed != 1 else ''} resumed after a stop, counted from the resume only"
+               if resumed else "")
+            + f"); total {train + tokens + evaluation:.1f} s, measured on whatever else the machine ran.{recorded} "
+            f"{m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}; this report written with "
+            f"{m['torch_threads']} torch thread{'s' if m['torch_threads'] != 1 else ''}.", ""]

@@ -285,7 +285,7 @@ class _Steps:
             start = time.perf_counter()
             result = fit(instantiate_fit(namespace, parser))
             done = {"stage": run.stage, "key": run.key, "config": run.config, "step": result.step,
-                    "seconds": round(time.perf_counter() - start, 3), "resumed": resume}
+                    "seconds": round(time.perf_counter() - start, 3), "resumed": resume, "machine": machine()}
             _write_done(run.folder, done)
         self.records[run.name] = done
         return done
@@ -302,7 +302,8 @@ class _Steps:
             report = tokenize_shards(run.tokenizer.checkpoint, run.src, run.folder, tasks=task_names(),
                                      task_options=run.task_options, token_rule=run.token_rule)
             done = {"stage": "tokens", "key": run.key, "tokenizer": run.tokenizer.name,
-                    "cached_tasks": list(report.cached_tasks), "seconds": round(time.perf_counter() - start, 3)}
+                    "cached_tasks": list(report.cached_tasks), "seconds": round(time.perf_counter() - start, 3),
+                    "machine": machine()}
             _write_done(run.folder, done)
         self.records[run.name] = done
         return done
@@ -346,7 +347,7 @@ class _Steps:
         scores = evaluate_token_likelihood(pipe, loader, spec["tasks"], max_clips=spec["num_clips"])
         done = {"model": model.name, "evaluation": _token_spec(spec),
                 "scores": {name: attrs.asdict(s) for name, s in scores.items()},
-                "seconds": round(time.perf_counter() - start, 3)}
+                "seconds": round(time.perf_counter() - start, 3), "machine": machine()}
         _write_done(folder, done)
         return done
 
@@ -375,7 +376,7 @@ class _Steps:
             scores["average"] = report.average()
             per_repeat = {name: [attrs.asdict(s) for s in runs] for name, runs in report.runs().items()}
         done = {"model": model.name, "evaluation": spec, "scores": scores, "repeats": per_repeat,
-                "seconds": round(time.perf_counter() - start, 3)}
+                "seconds": round(time.perf_counter() - start, 3), "machine": machine()}
         _write_done(folder, done)
         return done
 

@@ -63,6 +63,8 @@ def test_table5_trains_one_tokenizer_and_one_set_of_tokens_for_every_arm(smoke):
     assert results["complete"] is True and results["seeds"] == [0, 1]  # a smoke run keeps the first two seeds
     assert results["seed_stages"] == ["transformer"]
     assert set(results["machine"]) >= {"platform", "cpu_count", "torch"}
+    # every run records the machine and thread count it was trained (tokenised) with
+    assert all(r["machine"]["torch_threads"] >= 1 for r in results["runs"].values())
     stages = sorted(r["stage"] for r in results["runs"].values())
     assert stages == ["tokenizer"] + ["tokens"] + ["transformer"] * 10
     assert counts["table5"] == {"fit": 11, "evaluate_tasks": 10, "evaluate_reconstruction": 0, "tokenize_shards": 1,

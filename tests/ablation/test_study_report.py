@@ -272,8 +272,22 @@ def test_wall_times_sum_the_runs_the_evaluations_and_the_data(tmp_path):
     assert _section(render_report(study, _results(study)), "## Wall time and machine") == [
         "## Wall time and machine", "",
         "Training 124.0 s over 6 runs, tokenising 2.5 s, evaluation 8.0 s, data 0.5 s (runs shared with other "
-        "arms or studies counted once here, in full); total 134.5 s. Linux-test, 2 CPUs, 2 torch threads, "
-        "torch 2.5.1.", ""]
+        "arms or studies counted once here); total 134.5 s, measured on whatever else the machine ran. "
+        "Linux-test, 2 CPUs, torch 2.5.1; this report written with 2 torch threads.", ""]
+
+
+def test_resumed_runs_and_the_threads_each_run_recorded_are_said(tmp_path):
+    study = _study(tmp_path)
+    results = _results(study)
+    results["machine"] = {**MACHINE, "torch_threads": 1}  # written by an invocation with one thread
+    for name, run in results["runs"].items():
+        run["machine"] = MACHINE  # trained with two
+    results["runs"]["transformer-a0"]["resumed"] = True
+    line = _section(render_report(study, results), "## Wall time and machine")[2]
+    assert "(runs shared with other arms or studies counted once here; 1 run resumed after a stop, counted from " \
+           "the resume only)" in line
+    assert line.endswith("Runs recorded with 2 torch threads. Linux-test, 2 CPUs, torch 2.5.1; this report written "
+                         "with 1 torch thread.")
 
 
 def test_the_report_links_the_plots_it_is_given(tmp_path):
