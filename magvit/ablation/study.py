@@ -8,8 +8,9 @@ Its keys:
 ``primary_metric``
     ``{task, metric, higher_is_better, why}``, fixed before the runs: ``task`` is an evaluated task or
     ``average`` (the mean over the evaluated tasks, as the paper's MT8 column; ``reconstruction`` for a
-    tokenizer study); ``metric`` a score of :class:`~magvit.metrics.evaluation.TaskScores` (or ``psnr`` /
-    ``ssim`` / ``fvd`` of a reconstruction).
+    tokenizer study); ``metric`` a score of :class:`~magvit.metrics.evaluation.TaskScores` or a held-out token
+    metric of :mod:`magvit.metrics.likelihood` (or ``psnr`` / ``ssim`` / ``fvd`` of a reconstruction); an unknown
+    name is refused.
 ``secondary_metrics``
     optional, a list of ``{metric, higher_is_better, why}``: other scores of the same tasks whose paired
     comparisons the report shows beside the primary ones, labelled secondary (the verdicts stay the primary
