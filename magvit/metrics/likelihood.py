@@ -11,11 +11,11 @@ positions outside the condition (the tokens no condition pixel touches, paper Se
   one (the token-level "copy the condition" answer; None without a visual condition).
 
 These are the masked-token NLL / accuracy the MaskGIT-style objective trains (paper Eq. 3) measured at the one
-mask the decoder always starts from, so they do not depend on decoding randomness and separate models whose
+mask the decoder always starts from, so they do not depend on decoding randomness and can separate models whose
 sampled generations score alike. The same positions and targets are scored for every parallel sampler over the
-same tokenizer; a causal (``ar``) model factorises the clip in raster order instead and gets None, as does a
-comparison across tokenizers (other codebooks). State is sums (:class:`TokenLikelihood`), so distributed
-reduction is exact.
+same tokenizer; a causal (``ar``) model factorises the clip in raster order instead and gets None, and the
+numbers of models over different tokenizers (other codebooks) are not comparable. State is sums
+(:class:`TokenLikelihood`), so distributed reduction is exact.
 """
 
 from __future__ import annotations
