@@ -94,12 +94,7 @@ def render_report(study: Study, results: Mapping[str, Any], plots: Sequence[str]
               f"Difference = first arm - second arm in `{p.metric}`"
               + ("" if p.higher_is_better else ", sign-flipped so that > 0 favours the first arm")
               + "; the claim is the paper's ordering.", ""]
-    rows = []
-    for c in results["comparisons"]:
-        interval = "-" if c.get("low") is None else f"[{c['low']:.3f}, {c['high']:.3f}]"
-        mean = "-" if c.get("mean") is None else f"{c['mean']:.3f}"
-        rows.append([f"{c['better']} > {c['worse']}", f"`{c['task']}`", str(len(c["seeds"])), mean, interval,
-                     c["verdict"]])
+    rows = _comparison_rows(results["comparisons"], digits=3)
     lines += [*_table(["claim", "task", "seeds", "mean difference", "95% interval", "verdict"], rows), ""]
     lines += _secondary(study, results, tasks)
     lines += _wall_times(results)
@@ -107,6 +102,17 @@ def render_report(study: Study, results: Mapping[str, Any], plots: Sequence[str]
     lines += [f"![{name}]({name})" for name in plots] or [
         "None: matplotlib is not installed (`pip install 'magvit[plots]'`)."]
     return "\n".join(lines) + "\n"
+
+
+def _comparison_rows(comparisons: Sequence[Mapping[str, Any]], digits: int) -> list[list[str]]:
+    """One table row per comparison: claim, task, seeds, mean difference and interval (``digits`` decimals), verdict."""
+    rows = []
+    for c in comparisons:
+        interval = "-" if c.get("low") is None else f"[{c['low']:.{digits}f}, {c['high']:.{digits}f}]"
+        mean = "-" if c.get("mean") is None else f"{c['mean']:.{digits}f}"
+        rows.append([f"{c['better']} > {c['worse']}", f"`{c['task']}`", str(len(c["seeds"])), mean, interval,
+                     c["verdict"]])
+    return rows
 
 
 def _secondary(study: Study, results: Mapping[str, Any], tasks: Sequence[str]) -> list[str]:
@@ -122,14 +128,8 @@ def _secondary(study: Study, results: Mapping[str, Any], tasks: Sequence[str]) -
         lines += [f"### `{m.metric}` ({direction} is better)", "", m.why, "",
                   *_table(["arm", *tasks], [[arm, *(_cell(_values(study, seeds, t, m.metric)) for t in tasks)]
                                             for arm, seeds in arms.items()]), ""]
-        rows = []
-        for c in results.get("secondary_comparisons", []):
-            if c.get("metric") != m.metric:
-                continue
-            interval = "-" if c.get("low") is None else f"[{c['low']:.4f}, {c['high']:.4f}]"
-            mean = "-" if c.get("mean") is None else f"{c['mean']:.4f}"
-            rows.append([f"{c['better']} > {c['worse']}", f"`{c['task']}`", str(len(c["seeds"])), mean, interval,
-                         c["verdict"]])
+        rows = _comparison_rows([c for c in results.get("secondary_comparisons", []) if c.get("metric") == m.metric],
+                                digits=4)
         lines += [*_table(["claim", "task", "seeds", "mean difference", "95% interval", "on this metric"], rows),
                   ""]
     return lines

@@ -23,6 +23,14 @@ def latents(dtype: torch.dtype, scale: float = 0.1) -> torch.Tensor:
     return z.to(dtype).requires_grad_(True)
 
 
+def assert_same_tokens_and_float32_losses(out, reference) -> None:
+    """The same codes as the float32 reference, and every loss in float32 and equal to the reference's."""
+    assert torch.equal(out.tokens, reference.tokens)
+    for name in LOSSES:
+        assert getattr(out, name).dtype == torch.float32, name
+        assert torch.equal(getattr(out, name), getattr(reference, name)), name
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_vq_under_autocast_equals_float32_on_the_same_latents(dtype):
     quantizer = vq()
@@ -30,10 +38,7 @@ def test_vq_under_autocast_equals_float32_on_the_same_latents(dtype):
     reference = quantizer(z.detach().float())
     with torch.autocast("cpu", dtype=dtype):
         out = quantizer(z)
-    assert torch.equal(out.tokens, reference.tokens)
-    for name in LOSSES:
-        assert getattr(out, name).dtype == torch.float32, name
-        assert torch.equal(getattr(out, name), getattr(reference, name)), name
+    assert_same_tokens_and_float32_losses(out, reference)
     assert out.perplexity.dtype == torch.float32
     assert torch.equal(out.perplexity, reference.perplexity) and torch.equal(out.usage, reference.usage)
     assert out.quantized.dtype == dtype
@@ -70,10 +75,7 @@ def test_a_bf16_codebook_is_searched_in_float32():
         exact.codebook.copy_(low.codebook.float())
     z = latents(torch.bfloat16)
     out, reference = low(z), exact(z.detach().float())
-    assert torch.equal(out.tokens, reference.tokens)
-    for name in LOSSES:
-        assert getattr(out, name).dtype == torch.float32
-        assert torch.equal(getattr(out, name), getattr(reference, name)), name
+    assert_same_tokens_and_float32_losses(out, reference)
     assert out.quantized.dtype == torch.bfloat16
 
 
@@ -84,10 +86,7 @@ def test_lfq_under_autocast_equals_float32_on_the_same_latents(dtype):
     reference = lfq(z.detach().float())
     with torch.autocast("cpu", dtype=dtype):
         out = lfq(z)
-    assert torch.equal(out.tokens, reference.tokens)
-    for name in LOSSES:
-        assert getattr(out, name).dtype == torch.float32, name
-        assert torch.equal(getattr(out, name), getattr(reference, name)), name
+    assert_same_tokens_and_float32_losses(out, reference)
     assert out.quantized.dtype == dtype and torch.equal(out.quantized, reference.quantized.to(dtype))
 
 
