@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from magvit.errors import InputError
+from magvit.masking import ConditionCoverageWarning
 from magvit.pipeline import MagvitPipeline
 
 TEN = ["fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cg", "cfp"]
@@ -53,7 +54,10 @@ def test_save_and_load_round_trip(pipe, clip, tmp_path):
 
 
 def test_third_party_task_gets_its_own_prompt(clip):
-    pipe = MagvitPipeline.from_preset("tiny", tasks=["fp", "tsr"], resolution=32)
+    # the plugin keeps every 4th frame, so its condition touches every 4-frame supervoxel of the tiny
+    # 3D-VQ: the model says so when it is built, and still generates (it refines the condition's tokens)
+    with pytest.warns(ConditionCoverageWarning, match="task 'tsr': its condition covers all 256 tokens"):
+        pipe = MagvitPipeline.from_preset("tiny", tasks=["fp", "tsr"], resolution=32)
     assert "tsr" in pipe.transformer.vocab.prompts
     assert pipe.generate("tsr", clip, steps=2).shape == clip.shape
 
