@@ -20,7 +20,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import attrs
 import torch
 import yaml
 
@@ -31,10 +33,27 @@ from magvit.tokenizers.inflation import inflate_2d_to_3d
 from magvit.tokenizers.quantizer import usage_stats
 
 
+@attrs.define
+class CodeRecorder:
+    """A tokenizer that keeps the codes it encodes, so one reconstruction pass also gives the code histogram."""
+
+    tokenizer: Any
+    codes: list[torch.Tensor] = attrs.field(factory=list)
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        tokens = self.tokenizer.encode(video)
+        self.codes.append(tokens.flatten())
+        return tokens
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.tokenizer.decode(tokens)
+
+
 def describe(tokenizer, val: Path, name: str) -> None:
-    codes = torch.cat([tokenizer.encode(b.video).flatten() for b in make_eval_loader(val, 8)])
-    perplexity, usage = usage_stats(codes, tokenizer.codebook_size)  # what the training log records
-    psnr = evaluate_reconstruction(tokenizer, make_eval_loader(val, 8), fvd_extractor=None).scores.psnr
+    recorder = CodeRecorder(tokenizer)
+    psnr = evaluate_reconstruction(recorder, make_eval_loader(val, 8), fvd_extractor=None).scores.psnr
+    # the perplexity and usage the training log records, over the held-out clips
+    perplexity, usage = usage_stats(torch.cat(recorder.codes), tokenizer.codebook_size)
     used = round(float(usage) * tokenizer.codebook_size)
     print(f"| {name} | {used}/{tokenizer.codebook_size} | {float(perplexity):.1f} | {psnr:.2f} |")
 
